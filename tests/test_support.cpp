@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "test_support.h"
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace fs = std::filesystem;
+
+namespace flashvsr::test {
+
+std::string fixtures_dir() {
+  if (const char* env = std::getenv("FLASHVSR_FIXTURES"); env && *env) return env;
+  if (const char* src = std::getenv("FLASHVSR_SOURCE_ROOT"); src && *src)
+    return (fs::path(src) / ".." / "shared" / "fixtures").lexically_normal().string();
+  return "../shared/fixtures";
+}
+
+std::vector<std::string> fixture_dirs() {
+  std::vector<std::string> dirs;
+  std::error_code ec;
+  if (!fs::is_directory(fixtures_dir(), ec)) return dirs;
+  for (const auto& entry : fs::directory_iterator(fixtures_dir(), ec))
+    if (entry.is_directory() && fs::exists(entry.path() / "params.json")) dirs.push_back(entry.path().string());
+  std::sort(dirs.begin(), dirs.end());
+  return dirs;
+}
+
+std::string scratch_dir(const std::string& name) {
+  fs::path base;
+  if (const char* b = std::getenv("FLASHVSR_BUILD_ROOT"); b && *b)
+    base = fs::path(b) / "test-scratch";
+  else
+    base = fs::temp_directory_path() / "flashvsr-test-scratch";
+  fs::path dir = base / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+int run_command(const std::string& command, std::string* out) {
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return -1;
+  std::array<char, 4096> buf{};
+  std::string text;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) text.append(buf.data(), n);
+  int status = pclose(pipe);
+  if (out) *out = text;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string python_with_torch() {
+  std::vector<std::string> candidates;
+  if (const char* p = std::getenv("FLASHVSR_PYTHON"); p && *p) candidates.emplace_back(p);
+  if (const char* home = std::getenv("HOME"); home && *home)
+    candidates.push_back(std::string(home) + "/.cache/gst-flashvsr/venv/bin/python");
+  for (const auto& py : candidates) {
+    if (!fs::exists(py)) continue;
+    if (run_command("'" + py + "' -c 'import torch' >/dev/null 2>&1") == 0) return py;
+  }
+  return "";
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  if (!f) throw std::runtime_error("cannot write " + path);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error("cannot read " + path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+}  // namespace flashvsr::test
