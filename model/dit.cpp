@@ -1,0 +1,216 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "dit.h"
+
+#include <cmath>
+
+namespace flashvsr {
+
+namespace {
+
+constexpr double kEps = 1e-6;
+
+// RMSNorm over the last dim, in float32: x * rsqrt(mean(x^2) + eps) * weight.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight) {
+  auto xf = x.to(at::kFloat);
+  auto y = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + kEps);
+  return y.to(x.scalar_type()) * weight;
+}
+
+at::Tensor layer_norm(const at::Tensor& x) { return at::layer_norm(x, {x.size(-1)}, {}, {}, kEps); }
+
+// cat(cos(t * e), sin(t * e)), e_i = 10000^(-i / (d/2)), in float64 then the model dtype.
+at::Tensor timestep_embedding(int64_t freq_dim, double timestep, at::ScalarType dtype, at::Device device) {
+  const int64_t half = freq_dim / 2;
+  auto e = at::pow(10000.0, -at::arange(half, at::kDouble) / static_cast<double>(half)) * timestep;
+  return at::cat({e.cos(), e.sin()}).view({1, freq_dim}).to(device, dtype);
+}
+
+}  // namespace
+
+DitConfig DitConfig::detect(const WeightFile& f) {
+  DitConfig c;
+  const auto patch = f.shape("patch_embedding.weight");
+  if (patch.size() != 5 || patch[2] != 1 || patch[3] != 2 || patch[4] != 2)
+    throw Error(Error::Kind::BadFile, f.path() + ": patch_embedding.weight has shape " + shape_string(patch) +
+                                          ", expected [dim, 16, 1, 2, 2]");
+  c.dim = patch[0];
+  c.in_dim = patch[1];
+  require_dim(f, "patch_embedding input channels (latent channels)", 16, c.in_dim);
+  if (c.dim % c.head_dim != 0)
+    throw Error(Error::Kind::BadFile, f.path() + ": model dim " + std::to_string(c.dim) +
+                                          " is not a multiple of the head dim 128");
+  c.heads = c.dim / c.head_dim;
+  c.layers = f.count_indexed("blocks.", ".self_attn.q.weight");
+  if (c.layers == 0) throw Error(Error::Kind::BadFile, f.path() + ": missing tensor 'blocks.0.self_attn.q.weight'");
+  const auto ffn = f.shape("blocks.0.ffn.0.weight");
+  if (ffn.size() != 2) throw Error(Error::Kind::BadFile, f.path() + ": blocks.0.ffn.0.weight has shape " + shape_string(ffn) + ", expected [ffn_dim, dim]");
+  c.ffn_dim = ffn[0];
+  const auto text = f.shape("text_embedding.0.weight");
+  if (text.size() != 2) throw Error(Error::Kind::BadFile, f.path() + ": text_embedding.0.weight has shape " + shape_string(text) + ", expected [dim, text_dim]");
+  c.text_dim = text[1];
+  const auto time = f.shape("time_embedding.0.weight");
+  if (time.size() != 2 || time[1] % 2 != 0)
+    throw Error(Error::Kind::BadFile, f.path() + ": time_embedding.0.weight has shape " + shape_string(time) + ", expected [dim, freq_dim] with even freq_dim");
+  c.freq_dim = time[1];
+  const auto head = f.shape("head.head.weight");
+  if (head.size() != 2 || head[0] % 4 != 0)
+    throw Error(Error::Kind::BadFile, f.path() + ": head.head.weight has shape " + shape_string(head) + ", expected [out_dim * 4, dim]");
+  c.out_dim = head[0] / 4;
+  require_dim(f, "head output channels (latent channels)", 16, c.out_dim);
+  return c;
+}
+
+DitWeights DitWeights::bind(WeightFile& f, const DitConfig& c, at::Device d, at::ScalarType t) {
+  DitWeights w;
+  w.config = c;
+  const int64_t D = c.dim;
+  auto lin = [&](const std::string& p, int64_t out, int64_t in, at::Tensor& W, at::Tensor& B) {
+    W = f.take(p + ".weight", {out, in}, d, t);
+    B = f.take(p + ".bias", {out}, d, t);
+  };
+  w.patch_w = f.take("patch_embedding.weight", {D, c.in_dim, 1, 2, 2}, d, t);
+  w.patch_b = f.take("patch_embedding.bias", {D}, d, t);
+  lin("text_embedding.0", D, c.text_dim, w.text1_w, w.text1_b);
+  lin("text_embedding.2", D, D, w.text2_w, w.text2_b);
+  lin("time_embedding.0", D, c.freq_dim, w.time1_w, w.time1_b);
+  lin("time_embedding.2", D, D, w.time2_w, w.time2_b);
+  lin("time_projection.1", 6 * D, D, w.time_proj_w, w.time_proj_b);
+  for (int64_t i = 0; i < c.layers; ++i) {
+    const std::string p = "blocks." + std::to_string(i);
+    DitBlockWeights b;
+    lin(p + ".self_attn.q", D, D, b.q_w, b.q_b);
+    lin(p + ".self_attn.k", D, D, b.k_w, b.k_b);
+    lin(p + ".self_attn.v", D, D, b.v_w, b.v_b);
+    lin(p + ".self_attn.o", D, D, b.o_w, b.o_b);
+    b.norm_q = f.take(p + ".self_attn.norm_q.weight", {D}, d, t);
+    b.norm_k = f.take(p + ".self_attn.norm_k.weight", {D}, d, t);
+    lin(p + ".cross_attn.q", D, D, b.cq_w, b.cq_b);
+    lin(p + ".cross_attn.k", D, D, b.ck_w, b.ck_b);
+    lin(p + ".cross_attn.v", D, D, b.cv_w, b.cv_b);
+    lin(p + ".cross_attn.o", D, D, b.co_w, b.co_b);
+    b.cnorm_q = f.take(p + ".cross_attn.norm_q.weight", {D}, d, t);
+    b.cnorm_k = f.take(p + ".cross_attn.norm_k.weight", {D}, d, t);
+    b.norm3_w = f.take(p + ".norm3.weight", {D}, d, t);
+    b.norm3_b = f.take(p + ".norm3.bias", {D}, d, t);
+    lin(p + ".ffn.0", c.ffn_dim, D, b.ffn1_w, b.ffn1_b);
+    lin(p + ".ffn.2", D, c.ffn_dim, b.ffn2_w, b.ffn2_b);
+    b.modulation = f.take(p + ".modulation", {1, 6, D}, d, t);
+    w.blocks.push_back(std::move(b));
+  }
+  lin("head.head", c.out_dim * 4, D, w.head_w, w.head_b);
+  w.head_modulation = f.take("head.modulation", {1, 2, D}, d, t);
+  return w;
+}
+
+DitConstants DitConstants::compute(const DitWeights& w, const at::Tensor& prompt) {
+  const auto& c = w.config;
+  const auto dtype = w.patch_w.scalar_type();
+  const auto device = w.patch_w.device();
+  DitConstants k;
+  // t = time_embedding(sinusoid(1000)): [1, dim]; t_mod = time_projection(t): [6, dim]
+  auto sin_emb = timestep_embedding(c.freq_dim, 1000.0, dtype, device);
+  auto t = at::linear(at::silu(at::linear(sin_emb, w.time1_w, w.time1_b)), w.time2_w, w.time2_b);
+  auto t_mod = at::linear(at::silu(t), w.time_proj_w, w.time_proj_b).view({6, c.dim});
+  // context = text_embedding(prompt): [1, L, dim]
+  auto p = prompt.to(device, dtype);
+  auto ctx = at::linear(at::gelu(at::linear(p, w.text1_w, w.text1_b), "tanh"), w.text2_w, w.text2_b);
+  const int64_t L = ctx.size(1);
+  for (const auto& b : w.blocks) {
+    auto mod = b.modulation.view({6, c.dim}) + t_mod;  // shift1, scale1, gate1, shift2, scale2, gate2
+    Block kb;
+    kb.shift1 = mod[0];
+    kb.scale1 = mod[1] + 1;
+    kb.gate1 = mod[2];
+    kb.shift2 = mod[3];
+    kb.scale2 = mod[4] + 1;
+    kb.gate2 = mod[5];
+    auto ck = rms_norm(at::linear(ctx, b.ck_w, b.ck_b), b.cnorm_k);
+    auto cv = at::linear(ctx, b.cv_w, b.cv_b);
+    kb.cross_k = ck.view({1, L, c.heads, c.head_dim}).transpose(1, 2).contiguous();
+    kb.cross_v = cv.view({1, L, c.heads, c.head_dim}).transpose(1, 2).contiguous();
+    k.blocks.push_back(std::move(kb));
+  }
+  auto head_mod = w.head_modulation.view({2, c.dim}) + t;  // shift, scale
+  k.head_shift = head_mod[0];
+  k.head_scale = head_mod[1] + 1;
+  return k;
+}
+
+namespace {
+
+// x: [L, dim] -> [L, dim]; updates the block's KV cache.
+at::Tensor self_attention(const DitBlockWeights& b, const DitConfig& c, KvCache& cache, const at::Tensor& x,
+                          const WindowGrid& grid, const RopeTable& rope, const AttentionPlan& s) {
+  const int64_t L = x.size(0);
+  auto q = rms_norm(at::linear(x, b.q_w, b.q_b), b.norm_q);
+  auto k = rms_norm(at::linear(x, b.k_w, b.k_b), b.norm_k);
+  auto v = at::linear(x, b.v_w, b.v_b);
+  q = apply_rope(q.view({L, c.heads, c.head_dim}), rope).view({L, c.dim});
+  k = apply_rope(k.view({L, c.heads, c.head_dim}), rope).view({L, c.dim});
+  // Windows: [n, 128, dim]; keys/values = cached windows of earlier slices, then this chunk's.
+  auto q_w = to_windows(q, grid);
+  auto k_w = to_windows(k, grid);
+  auto v_w = to_windows(v, grid);
+  if (cache.k.defined()) {
+    k_w = at::cat({cache.k, k_w}, 0);
+    v_w = at::cat({cache.v, v_w}, 0);
+  }
+  const int64_t ws = grid.per_slice();
+  auto mask = select_key_windows(q_w, k_w, c.heads, ws, s.local_mask, s.topk);
+  auto o_w = block_sparse_attention(q_w, k_w, v_w, mask, c.heads, s.backend);
+  // Keep every key window, minus the oldest slice when more than kv_slices slices are held.
+  const int64_t slices = k_w.size(0) / ws;
+  if (slices > s.kv_slices) {
+    cache.k = k_w.narrow(0, ws, k_w.size(0) - ws);
+    cache.v = v_w.narrow(0, ws, v_w.size(0) - ws);
+  } else {
+    cache.k = k_w;
+    cache.v = v_w;
+  }
+  return at::linear(from_windows(o_w, grid), b.o_w, b.o_b);
+}
+
+// x: [L, dim] -> [L, dim]: dense attention of the tokens over the cached prompt keys/values.
+at::Tensor cross_attention(const DitBlockWeights& b, const DitConstants::Block& kb, const DitConfig& c,
+                           const at::Tensor& x) {
+  const int64_t L = x.size(0);
+  auto q = rms_norm(at::linear(x, b.cq_w, b.cq_b), b.cnorm_q);
+  q = q.view({1, L, c.heads, c.head_dim}).transpose(1, 2);  // [1, heads, L, hd]
+  auto o = at::scaled_dot_product_attention(q, kb.cross_k, kb.cross_v);
+  return at::linear(o.transpose(1, 2).reshape({L, c.dim}), b.co_w, b.co_b);
+}
+
+}  // namespace
+
+at::Tensor dit_forward(const DitWeights& w, const DitConstants& k, DitState& state, const at::Tensor& latents,
+                       const std::vector<at::Tensor>& lq_tokens, const RopeTable& rope,
+                       const AttentionPlan& s) {
+  const auto& c = w.config;
+  if (latents.dim() != 5 || latents.size(0) != 1 || latents.size(1) != c.in_dim || latents.size(2) % 2 != 0 ||
+      latents.size(3) % 16 != 0 || latents.size(4) % 16 != 0)
+    throw Error(Error::Kind::Internal, "dit_forward: latents have shape " + shape_string(latents.sizes().vec()) +
+                                          ", expected [1, 16, even f, H/8, W/8] with H, W multiples of 128");
+  // Patch embedding: [1, 16, f, 2h, 2w] -> [1, dim, f, h, w] -> tokens [L, dim] in (f, h, w) order.
+  auto x = at::conv3d(latents, w.patch_w, w.patch_b, {1, 2, 2});
+  const WindowGrid grid{x.size(2), x.size(3), x.size(4)};
+  const int64_t L = grid.f * grid.h * grid.w;
+  x = x.flatten(2).squeeze(0).transpose(0, 1).contiguous();
+  if (state.blocks.empty()) state.blocks.resize(static_cast<size_t>(c.layers));
+
+  for (int64_t i = 0; i < c.layers; ++i) {
+    const auto& b = w.blocks[i];
+    const auto& kb = k.blocks[i];
+    if (i < static_cast<int64_t>(lq_tokens.size())) x = x + lq_tokens[i].view({L, c.dim});
+    auto h = layer_norm(x) * kb.scale1 + kb.shift1;
+    x = x + kb.gate1 * self_attention(b, c, state.blocks[i], h, grid, rope, s);
+    x = x + cross_attention(b, kb, c, at::layer_norm(x, {c.dim}, b.norm3_w, b.norm3_b, kEps));
+    h = layer_norm(x) * kb.scale2 + kb.shift2;
+    x = x + kb.gate2 * at::linear(at::gelu(at::linear(h, b.ffn1_w, b.ffn1_b), "tanh"), b.ffn2_w, b.ffn2_b);
+  }
+  // Head: [L, dim] -> [L, 64] -> unpatchify 'b (f h w) (x y z c) -> b c (f x) (h y) (w z)', (x,y,z) = (1,2,2)
+  auto out = at::linear(layer_norm(x) * k.head_scale + k.head_shift, w.head_w, w.head_b);
+  out = out.view({grid.f, grid.h, grid.w, 1, 2, 2, c.out_dim}).permute({6, 0, 3, 1, 4, 2, 5});
+  return out.reshape({1, c.out_dim, grid.f, grid.h * 2, grid.w * 2});
+}
+
+}  // namespace flashvsr

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// Stage 2: the Wan2.1 DiT, one denoising step at timestep 1000 over a chunk of latent frames (spec 4-6).
+// Keys (diffusion_pytorch_model_streaming_dmd.safetensors): patch_embedding.*, text_embedding.{0,2}.*,
+// time_embedding.{0,2}.*, time_projection.1.*, blocks.N.{self_attn,cross_attn}.{q,k,v,o}.*,
+// blocks.N.{self_attn,cross_attn}.norm_{q,k}.weight, blocks.N.norm3.*, blocks.N.ffn.{0,2}.*,
+// blocks.N.modulation, head.head.*, head.modulation.
+#pragma once
+
+#include "rope.h"
+#include "sparse_attention.h"
+#include "weights.h"
+
+#include <ATen/ATen.h>
+
+#include <array>
+#include <vector>
+
+namespace flashvsr {
+
+struct DitConfig {
+  int64_t dim = 0;        // 1536 released
+  int64_t heads = 0;      // dim / 128
+  int64_t head_dim = 128;
+  int64_t ffn_dim = 0;    // 8960
+  int64_t layers = 0;     // 30
+  int64_t text_dim = 0;   // 4096
+  int64_t freq_dim = 0;   // 256: sinusoidal timestep embedding width
+  int64_t in_dim = 16;    // latent channels
+  int64_t out_dim = 16;
+
+  static DitConfig detect(const WeightFile& file);
+};
+
+struct DitBlockWeights {
+  at::Tensor q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, norm_q, norm_k;             // self-attention
+  at::Tensor cq_w, cq_b, ck_w, ck_b, cv_w, cv_b, co_w, co_b, cnorm_q, cnorm_k;   // cross-attention
+  at::Tensor norm3_w, norm3_b;                                                   // affine LayerNorm
+  at::Tensor ffn1_w, ffn1_b, ffn2_w, ffn2_b;
+  at::Tensor modulation;  // [1, 6, dim]
+};
+
+struct DitWeights {
+  DitConfig config;
+  at::Tensor patch_w, patch_b;  // [dim, 16, 1, 2, 2], [dim]
+  at::Tensor text1_w, text1_b, text2_w, text2_b;
+  at::Tensor time1_w, time1_b, time2_w, time2_b, time_proj_w, time_proj_b;
+  std::vector<DitBlockWeights> blocks;
+  at::Tensor head_w, head_b, head_modulation;  // [64, dim], [64], [1, 2, dim]
+
+  static DitWeights bind(WeightFile& file, const DitConfig& config, at::Device device, at::ScalarType dtype);
+};
+
+// Everything that depends only on the weights and the prompt (the timestep is always 1000): computed
+// once per loaded model, shared read-only by all streams.
+struct DitConstants {
+  struct Block {
+    at::Tensor shift1, scale1, gate1, shift2, scale2, gate2;  // [dim]; scale* already hold (1 + scale)
+    at::Tensor cross_k, cross_v;                              // [1, heads, context, head_dim]
+  };
+  std::vector<Block> blocks;
+  at::Tensor head_shift, head_scale;  // [dim]; head_scale holds (1 + scale)
+
+  // prompt: [1, context, text_dim]
+  static DitConstants compute(const DitWeights& weights, const at::Tensor& prompt);
+};
+
+// One block's self-attention KV cache: post-RoPE keys and values of the most recent slices.
+struct KvCache {
+  at::Tensor k, v;  // [windows, 128, dim]; undefined before the first chunk
+};
+
+struct DitState {
+  std::vector<KvCache> blocks;
+  void reset() { blocks.clear(); }
+};
+
+// latents: [1, 16, f, H/8, W/8] (f even, H and W multiples of 128); lq_tokens: one [1, f*h*w, dim] per LQ
+// linear layer, added before blocks 0, 1, ...; rope: table for this chunk's positions (h = H/16, w = W/16).
+// Returns the predicted noise [1, 16, f, H/8, W/8]; updates the KV caches in `state`.
+at::Tensor dit_forward(const DitWeights& weights, const DitConstants& constants, DitState& state,
+                       const at::Tensor& latents, const std::vector<at::Tensor>& lq_tokens, const RopeTable& rope,
+                       const AttentionPlan& plan);
+
+}  // namespace flashvsr

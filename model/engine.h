@@ -1,0 +1,178 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The FlashVSR-Tiny streaming engine.
+//  - Model: the loaded weights of one model directory on one device and dtype, plus what derives from
+//    them alone (prompt keys/values, timestep modulation). Immutable; share it between streams.
+//  - Stream: one video. Push LR frames, get back every HR frame that is ready, in order; finish() pads
+//    and flushes the tail so that exactly N frames come out for N in. All mutable state lives in its
+//    StreamState; two streams never share any.
+#pragma once
+
+#include "colour.h"
+#include "dit.h"
+#include "error.h"
+#include "lq_proj.h"
+#include "preprocess.h"
+#include "schedule.h"
+#include "tc_decoder.h"
+
+#include <ATen/ATen.h>
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace flashvsr {
+
+// "cpu", "cuda", "cuda:N"; throws Error(BadSettings) for anything else.
+at::Device parse_device(const std::string& text);
+// "fp32"/"float32", "bf16"/"bfloat16", "fp16"/"float16".
+at::ScalarType parse_dtype(const std::string& text);
+const char* dtype_name(at::ScalarType dtype);
+// Throws Error(Device) when the device cannot be used in this process (no CUDA, index out of range).
+void check_device(at::Device device);
+
+struct ModelConfig {
+  LqProjConfig lq_proj;
+  DitConfig dit;
+  DecoderConfig decoder;
+  int64_t context_len = 0;  // prompt tokens
+  std::string describe() const;
+};
+
+// The four files of a release-layout directory, in memory.
+struct ModelTensors {
+  TensorMap dit;       // diffusion_pytorch_model_streaming_dmd.safetensors
+  TensorMap lq_proj;   // LQ_proj_in.ckpt
+  TensorMap decoder;   // TCDecoder.ckpt
+  at::Tensor prompt;   // posi_prompt.pth: [1, L, text_dim]
+};
+
+struct LoadOptions {
+  at::Device device = at::kCPU;
+  at::ScalarType dtype = at::kFloat;
+  LogFn log;  // warnings (e.g. unknown extra tensors); may be empty
+};
+
+class Model {
+ public:
+  // Reads a release-layout directory (ReleaseLayout file names). Every dimension is inferred from the
+  // tensor shapes; every expected tensor must be present with the right shape.
+  static std::shared_ptr<const Model> load(const std::string& dir, const LoadOptions& options);
+  // The same from tensors in memory (benchmarks, generated models); `name` stands for the directory in
+  // error messages.
+  static std::shared_ptr<const Model> from_tensors(ModelTensors tensors, const LoadOptions& options,
+                                                   const std::string& name = "<memory>");
+
+  const std::string& dir() const { return dir_; }
+  at::Device device() const { return device_; }
+  at::ScalarType dtype() const { return dtype_; }
+  const ModelConfig& config() const { return config_; }
+  const LqProjWeights& lq_proj() const { return lq_proj_; }
+  const DitWeights& dit() const { return dit_; }
+  const DitConstants& dit_constants() const { return dit_constants_; }
+  const DecoderWeights& decoder() const { return decoder_; }
+
+ private:
+  Model() = default;
+  static std::shared_ptr<const Model> build(const std::string& dir, WeightFile dit, WeightFile lq, WeightFile dec,
+                                            const std::string& prompt_name, at::Tensor prompt, const LoadOptions& o);
+  std::string dir_;
+  at::Device device_ = at::kCPU;
+  at::ScalarType dtype_ = at::kFloat;
+  ModelConfig config_;
+  LqProjWeights lq_proj_;
+  DitWeights dit_;
+  DitConstants dit_constants_;
+  DecoderWeights decoder_;
+};
+
+struct StreamOptions {
+  int64_t in_width = 0, in_height = 0;    // LR frame size
+  int64_t out_width = 0, out_height = 0;  // 0: round(in * scale)
+  double scale = 4.0;
+  LqVersion lq_version = LqVersion::V1_1;
+  double sparse_ratio = 2.0;
+  double topk_ratio = 0.0;  // > 0 overrides sparse_ratio (what the attention uses directly)
+  double kv_ratio = 3.0;
+  int64_t local_range = 11;
+  ColorFix color_fix = ColorFix::AdaIN;
+  uint64_t seed = 0;
+  AttentionBackend attention = AttentionBackend::Auto;
+  int64_t decoder_group = 1;  // latent frames per decoder pass (memory vs. parallelism)
+};
+
+// Noise for latent frames [first, first + count): [1, 16, count, Hp/8, Wp/8] (any device/dtype).
+using NoiseSource = std::function<at::Tensor(int64_t first_latent, int64_t count)>;
+// Intermediates per chunk: "lq_latents", "latents_in", "noise_pred", "decoded" (before colour correction).
+using ChunkObserver = std::function<void(int64_t chunk, const std::string& name, const at::Tensor& value)>;
+
+// Everything that changes while a stream runs. reset() returns it to a fresh stream.
+struct StreamState {
+  LqProjState lq_proj;
+  DitState dit;
+  DecoderState decoder;
+  int64_t next_chunk = 0;
+  int64_t frames_in = 0;        // real frames pushed
+  int64_t frames_padded = 0;    // copies of the last frame appended by finish()
+  int64_t frames_out = 0;
+  int64_t lq_first = 0;         // index of lq_frames.front()
+  std::deque<at::Tensor> lq_frames;  // pending LQ frames [3, Hp, Wp] in [-1, 1], compute dtype
+  std::optional<at::Generator> noise_generator;
+  bool finished = false;
+
+  void reset();
+};
+
+struct StreamStats {
+  int64_t frames_in = 0, frames_out = 0, chunks = 0;
+  double chunk_seconds_total = 0.0;  // host wall time spent running chunks (enqueue time on CUDA)
+};
+
+class Stream {
+ public:
+  Stream(std::shared_ptr<const Model> model, const StreamOptions& options);
+
+  // lr: uint8 [n, in_height, in_width, 3] RGB on any device. Returns the HR frames that became ready,
+  // uint8 [m, out_height, out_width, 3] on the model's device (m may be 0).
+  at::Tensor push(const at::Tensor& lr);
+  // Same, for frames already resized to the output size (uint8 [n, out_height, out_width, 3]).
+  at::Tensor push_resized(const at::Tensor& hr);
+  // Pads with copies of the last frame, runs the remaining chunks and returns every frame not yet
+  // returned; afterwards frames out == frames in. The stream then accepts no more frames until reset().
+  at::Tensor finish();
+  void reset();
+
+  void set_noise_source(NoiseSource source) { noise_source_ = std::move(source); }
+  void set_observer(ChunkObserver observer) { observer_ = std::move(observer); }
+
+  const StreamOptions& options() const { return options_; }
+  const Model& model() const { return *model_; }
+  int64_t out_width() const { return out_w_; }
+  int64_t out_height() const { return out_h_; }
+  int64_t padded_width() const { return pad_w_; }
+  int64_t padded_height() const { return pad_h_; }
+  StreamStats stats() const;
+
+ private:
+  at::Tensor append(const at::Tensor& hr_u8);
+  at::Tensor run_ready_chunks();
+  at::Tensor run_chunk(const ChunkPlan& plan);
+  at::Tensor frames(int64_t begin, int64_t end) const;  // [1, 3, n, Hp, Wp]
+  at::Tensor noise(int64_t first, int64_t count);
+  at::Tensor empty_output() const;
+
+  std::shared_ptr<const Model> model_;
+  StreamOptions options_;
+  int64_t out_w_ = 0, out_h_ = 0, pad_w_ = 0, pad_h_ = 0;
+  std::optional<BicubicResize> resize_;
+  AttentionPlan attention_;
+  std::optional<Rope> rope_;
+  NoiseSource noise_source_;
+  ChunkObserver observer_;
+  StreamState state_;
+  StreamStats stats_;
+};
+
+}  // namespace flashvsr

@@ -1,0 +1,345 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// safetensors reader and writer. The header is validated completely against the real file size before
+// any tensor memory is allocated; tensor bytes are streamed straight into their tensors.
+#include "safetensors.h"
+
+#include "error.h"
+#include "json.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <limits>
+
+namespace flashvsr {
+
+namespace {
+
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the limit of the reference implementation
+constexpr size_t kMaxRank = 64;
+constexpr uint64_t kReadChunk = uint64_t(64) << 20;
+
+[[noreturn]] void bad(const std::string& path, const std::string& msg) {
+  throw Error(Error::Kind::BadFile, "safetensors file '" + path + "': " + msg);
+}
+
+void require_little_endian() {
+  const uint16_t probe = 1;
+  unsigned char first;
+  std::memcpy(&first, &probe, 1);
+  if (first != 1) throw Error(Error::Kind::Internal, "safetensors support requires a little-endian host");
+}
+
+struct DtypeName {
+  const char* name;
+  at::ScalarType type;
+};
+const DtypeName kDtypes[] = {
+    {"F64", at::kDouble}, {"F32", at::kFloat}, {"F16", at::kHalf},  {"BF16", at::kBFloat16}, {"I64", at::kLong},
+    {"I32", at::kInt},    {"I16", at::kShort}, {"I8", at::kChar},   {"U8", at::kByte},       {"BOOL", at::kBool},
+};
+
+bool dtype_from_name(const std::string& name, at::ScalarType* out) {
+  for (const auto& d : kDtypes)
+    if (name == d.name) {
+      *out = d.type;
+      return true;
+    }
+  return false;
+}
+
+const char* dtype_name(at::ScalarType t) {
+  for (const auto& d : kDtypes)
+    if (d.type == t) return d.name;
+  return nullptr;
+}
+
+// A read-only file with its size, read by absolute offsets.
+class InputFile {
+ public:
+  explicit InputFile(const std::string& path) : path_(path) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd_ < 0)
+      throw Error(Error::Kind::NotFound, "cannot open safetensors file '" + path + "': " + std::strerror(errno));
+    struct stat st;
+    if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd_);
+      throw Error(Error::Kind::NotFound, "safetensors file '" + path + "' is not a regular file");
+    }
+    size_ = static_cast<uint64_t>(st.st_size);
+  }
+  ~InputFile() { ::close(fd_); }
+  InputFile(const InputFile&) = delete;
+  InputFile& operator=(const InputFile&) = delete;
+
+  uint64_t size() const { return size_; }
+  void read(uint64_t offset, void* dst, uint64_t n) {
+    if (offset > size_ || n > size_ - offset) bad(path_, "read past the end of the file");
+    auto* p = static_cast<char*>(dst);
+    while (n > 0) {
+      ssize_t got = ::pread(fd_, p, std::min<uint64_t>(n, uint64_t(1) << 30), static_cast<off_t>(offset));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) bad(path_, got == 0 ? "unexpected end of file (truncated while reading?)"
+                                        : std::string("read failed: ") + std::strerror(errno));
+      p += got;
+      offset += static_cast<uint64_t>(got);
+      n -= static_cast<uint64_t>(got);
+    }
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+};
+
+struct Entry {
+  std::string name;
+  at::ScalarType dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin, end;  // relative to the data buffer
+};
+
+struct Header {
+  uint64_t data_start = 0;
+  std::vector<Entry> entries;  // in name order
+};
+
+int64_t json_int(const std::string& path, const JsonValue& v, const std::string& what) {
+  try {
+    return v.as_int(what);
+  } catch (const Error& e) {
+    bad(path, e.what());
+  }
+}
+
+Header read_header(InputFile& file, const std::string& path) {
+  require_little_endian();
+  if (file.size() < 8) bad(path, "file is " + std::to_string(file.size()) + " bytes, too short for the 8-byte header length");
+  unsigned char len_bytes[8];
+  file.read(0, len_bytes, 8);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | len_bytes[i];
+  if (n > file.size() - 8)
+    bad(path, "header length " + std::to_string(n) + " exceeds the " + std::to_string(file.size() - 8) +
+                  " bytes that follow it");
+  if (n > kMaxHeaderBytes)
+    bad(path, "header length " + std::to_string(n) + " exceeds the limit of " + std::to_string(kMaxHeaderBytes));
+  std::string text(n, '\0');
+  file.read(8, text.data(), n);
+
+  JsonValue root;
+  try {
+    root = JsonValue::parse(text);
+  } catch (const Error& e) {
+    bad(path, std::string("header is not valid JSON: ") + e.what());
+  }
+  if (!root.is_object()) bad(path, "header is not a JSON object");
+
+  Header h;
+  h.data_start = 8 + n;
+  const uint64_t buffer = file.size() - h.data_start;
+  for (const auto& key : root.keys()) {
+    const JsonValue& v = root.at(key);
+    if (key == "__metadata__") {
+      if (!v.is_object()) bad(path, "__metadata__ is not an object");
+      for (const auto& mk : v.keys())
+        if (!v.at(mk).is_string()) bad(path, "__metadata__ value of \"" + mk + "\" is not a string");
+      continue;
+    }
+    const std::string t = "tensor '" + key + "'";
+    if (!v.is_object()) bad(path, t + " is not described by an object");
+    for (const char* field : {"dtype", "shape", "data_offsets"})
+      if (!v.has(field)) bad(path, t + " lacks \"" + field + "\"");
+    Entry e;
+    e.name = key;
+    const JsonValue& dt = v.at("dtype");
+    if (!dt.is_string()) bad(path, t + ": dtype is not a string");
+    if (!dtype_from_name(dt.as_string(), &e.dtype))
+      bad(path, t + ": unknown or unsupported dtype '" + dt.as_string() + "'");
+    const JsonValue& shape = v.at("shape");
+    if (!shape.is_array()) bad(path, t + ": shape is not an array");
+    if (shape.as_array().size() > kMaxRank)
+      bad(path, t + ": shape has " + std::to_string(shape.as_array().size()) + " dimensions, more than " +
+                    std::to_string(kMaxRank));
+    uint64_t nbytes = at::elementSize(e.dtype);
+    for (const auto& d : shape.as_array()) {
+      int64_t dim = json_int(path, d, t + " shape");
+      if (dim < 0) bad(path, t + ": negative dimension " + std::to_string(dim));
+      e.shape.push_back(dim);
+    }
+    // Overflow-checked byte count; any zero dimension makes it zero.
+    bool empty = std::find(e.shape.begin(), e.shape.end(), 0) != e.shape.end();
+    if (empty) nbytes = 0;
+    for (int64_t dim : e.shape) {
+      if (empty) break;
+      if (nbytes > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / static_cast<uint64_t>(dim))
+        bad(path, t + ": shape " + shape_string(e.shape) + " is too large");
+      nbytes *= static_cast<uint64_t>(dim);
+    }
+    const JsonValue& offs = v.at("data_offsets");
+    if (!offs.is_array() || offs.as_array().size() != 2) bad(path, t + ": data_offsets is not a [begin, end] pair");
+    int64_t b = json_int(path, offs.as_array()[0], t + " data_offsets");
+    int64_t en = json_int(path, offs.as_array()[1], t + " data_offsets");
+    if (b < 0 || en < b)
+      bad(path, t + ": invalid data_offsets [" + std::to_string(b) + ", " + std::to_string(en) + "]");
+    if (static_cast<uint64_t>(en) > buffer)
+      bad(path, t + ": data_offsets end " + std::to_string(en) + " is past the data buffer of " +
+                    std::to_string(buffer) + " bytes");
+    e.begin = static_cast<uint64_t>(b);
+    e.end = static_cast<uint64_t>(en);
+    if (e.end - e.begin != nbytes)
+      bad(path, t + ": data_offsets span " + std::to_string(e.end - e.begin) + " bytes, expected " +
+                    std::to_string(nbytes) + " for " + dt.as_string() + " " + shape_string(e.shape));
+    h.entries.push_back(std::move(e));
+  }
+  std::sort(h.entries.begin(), h.entries.end(), [](const Entry& a, const Entry& b) { return a.name < b.name; });
+
+  // The tensors must tile the buffer exactly: no overlap, no gap, nothing left over.
+  std::vector<const Entry*> by_offset;
+  for (const auto& e : h.entries) by_offset.push_back(&e);
+  std::sort(by_offset.begin(), by_offset.end(), [](const Entry* a, const Entry* b) {
+    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
+  });
+  uint64_t covered = 0;
+  const Entry* prev = nullptr;
+  for (const Entry* e : by_offset) {
+    if (e->begin < covered)
+      bad(path, "tensor '" + e->name + "' [" + std::to_string(e->begin) + ", " + std::to_string(e->end) +
+                    ") overlaps tensor '" + prev->name + "' [" + std::to_string(prev->begin) + ", " +
+                    std::to_string(prev->end) + ")");
+    if (e->begin > covered)
+      bad(path, "data buffer bytes [" + std::to_string(covered) + ", " + std::to_string(e->begin) +
+                    ") belong to no tensor (before tensor '" + e->name + "')");
+    covered = e->end;
+    prev = e;
+  }
+  if (covered != buffer)
+    bad(path, "data buffer is " + std::to_string(buffer) + " bytes but the tensors cover " + std::to_string(covered));
+  return h;
+}
+
+void append_json_string(std::string& out, const std::string& s) {
+  static const char* hex = "0123456789abcdef";
+  out += '"';
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out += hex[c >> 4];
+          out += hex[c & 15];
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  out += '"';
+}
+
+}  // namespace
+
+std::map<std::string, TensorInfo> read_safetensors_header(const std::string& path) {
+  InputFile file(path);
+  Header h = read_header(file, path);
+  std::map<std::string, TensorInfo> out;
+  for (auto& e : h.entries) out.emplace(e.name, TensorInfo{e.dtype, e.shape});
+  return out;
+}
+
+TensorMap read_safetensors(const std::string& path) {
+  InputFile file(path);
+  Header h = read_header(file, path);
+  TensorMap out;
+  for (auto& e : h.entries) {
+    at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(e.dtype).device(at::kCPU));
+    if (e.end > e.begin) file.read(h.data_start + e.begin, t.data_ptr(), e.end - e.begin);
+    if (e.dtype == at::kBool) {
+      // Only 0 and 1 are valid bool bytes; anything else would be undefined behaviour in kernels.
+      const auto* p = static_cast<const unsigned char*>(t.data_ptr());
+      for (uint64_t i = 0; i < e.end - e.begin; ++i)
+        if (p[i] > 1) bad(path, "tensor '" + e.name + "': BOOL element " + std::to_string(i) + " is neither 0 nor 1");
+    }
+    out.emplace(e.name, std::move(t));
+  }
+  return out;
+}
+
+void write_safetensors(const std::string& path, const TensorMap& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  require_little_endian();
+  std::vector<at::Tensor> data;
+  std::string json = "{";
+  bool first = true;
+  if (!metadata.empty()) {
+    json += "\"__metadata__\":{";
+    for (const auto& [k, v] : metadata) {
+      if (!first) json += ',';
+      first = false;
+      append_json_string(json, k);
+      json += ':';
+      append_json_string(json, v);
+    }
+    json += '}';
+    first = false;
+  }
+  uint64_t offset = 0;
+  for (const auto& [name, tensor] : tensors) {
+    if (name == "__metadata__") throw Error(Error::Kind::BadInput, "a tensor may not be named __metadata__");
+    if (!tensor.defined()) throw Error(Error::Kind::BadInput, "tensor '" + name + "' is undefined");
+    const char* dt = dtype_name(tensor.scalar_type());
+    if (!dt)
+      throw Error(Error::Kind::BadInput, "tensor '" + name + "' has dtype " +
+                                             std::string(c10::toString(tensor.scalar_type())) +
+                                             ", which safetensors writing does not support");
+    at::Tensor t = tensor.detach().to(at::kCPU).contiguous();
+    uint64_t nbytes = t.numel() * t.element_size();
+    if (!first) json += ',';
+    first = false;
+    append_json_string(json, name);
+    json += ":{\"dtype\":\"";
+    json += dt;
+    json += "\",\"shape\":[";
+    for (int64_t i = 0; i < t.dim(); ++i) {
+      if (i) json += ',';
+      json += std::to_string(t.size(i));
+    }
+    json += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + nbytes) + "]}";
+    offset += nbytes;
+    data.push_back(std::move(t));
+  }
+  json += '}';
+  while (json.size() % 8 != 0) json += ' ';
+
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  if (!f) throw Error(Error::Kind::NotFound, "cannot create safetensors file '" + path + "'");
+  unsigned char len_bytes[8];
+  uint64_t n = json.size();
+  for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>(n >> (8 * i));
+  f.write(reinterpret_cast<const char*>(len_bytes), 8);
+  f.write(json.data(), static_cast<std::streamsize>(json.size()));
+  for (const auto& t : data) {
+    const char* p = static_cast<const char*>(t.data_ptr());
+    uint64_t left = t.numel() * t.element_size();
+    while (left > 0) {
+      uint64_t chunk = std::min(left, kReadChunk);
+      f.write(p, static_cast<std::streamsize>(chunk));
+      p += chunk;
+      left -= chunk;
+    }
+  }
+  f.flush();
+  if (!f) throw Error(Error::Kind::BadFile, "failed writing safetensors file '" + path + "'");
+}
+
+}  // namespace flashvsr

@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "weights.h"
+
+#include "torch_archive.h"
+
+#include <filesystem>
+
+namespace flashvsr {
+
+WeightFile::WeightFile(std::string path, TensorMap tensors) : path_(std::move(path)), tensors_(std::move(tensors)) {}
+
+WeightFile WeightFile::open(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw Error(Error::Kind::NotFound, path + ": no such file");
+  const bool is_safetensors = path.size() >= 12 && path.compare(path.size() - 12, 12, ".safetensors") == 0;
+  return WeightFile(path, is_safetensors ? read_safetensors(path) : read_torch_state_dict(path));
+}
+
+std::vector<int64_t> WeightFile::shape(const std::string& key) const {
+  auto it = tensors_.find(key);
+  if (it == tensors_.end()) throw Error(Error::Kind::BadFile, path_ + ": missing tensor '" + key + "'");
+  return it->second.sizes().vec();
+}
+
+int64_t WeightFile::count_indexed(const std::string& prefix, const std::string& suffix) const {
+  int64_t n = 0;
+  while (has(prefix + std::to_string(n) + suffix)) ++n;
+  return n;
+}
+
+at::Tensor WeightFile::take(const std::string& key, const std::vector<int64_t>& expected, at::Device device,
+                            at::ScalarType dtype) {
+  auto it = tensors_.find(key);
+  if (it == tensors_.end())
+    throw Error(Error::Kind::BadFile,
+                path_ + ": missing tensor '" + key + "' (expected shape " + shape_string(expected) + ")");
+  const at::Tensor& t = it->second;
+  if (t.sizes().vec() != expected)
+    throw Error(Error::Kind::BadFile, path_ + ": tensor '" + key + "' has shape " + shape_string(t.sizes().vec()) +
+                                          ", expected " + shape_string(expected));
+  if (!at::isFloatingType(t.scalar_type()))
+    throw Error(Error::Kind::BadFile, path_ + ": tensor '" + key + "' has dtype " +
+                                          std::string(c10::toString(t.scalar_type())) +
+                                          ", expected a floating-point dtype (F32, BF16, F16)");
+  taken_.insert(key);
+  return t.to(device, dtype).contiguous();
+}
+
+std::vector<std::string> WeightFile::unused() const {
+  std::vector<std::string> keys;
+  for (const auto& [key, tensor] : tensors_)
+    if (!taken_.count(key)) keys.push_back(key);
+  return keys;
+}
+
+void require_dim(const WeightFile& file, const std::string& what, int64_t expected, int64_t found) {
+  if (expected != found)
+    throw Error(Error::Kind::BadFile, file.path() + ": " + what + ": expected " + std::to_string(expected) +
+                                          ", found " + std::to_string(found));
+}
+
+}  // namespace flashvsr

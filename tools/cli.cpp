@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "cli.h"
+
+#include "error.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+namespace flashvsr::cli {
+
+Args::Args(int argc, char** argv, const std::vector<std::string>& with_value, const std::vector<std::string>& flags) {
+  auto contains = [](const std::vector<std::string>& v, const std::string& s) {
+    return std::find(v.begin(), v.end(), s) != v.end();
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--", 0) != 0 || a == "--") {
+      positional_.push_back(a);
+      continue;
+    }
+    std::string name = a.substr(2), value;
+    const auto eq = name.find('=');
+    if (eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    }
+    if (contains(flags, name)) {
+      values_[name] = "1";
+    } else if (contains(with_value, name)) {
+      if (eq == std::string::npos) {
+        if (i + 1 >= argc) throw Error(Error::Kind::BadSettings, "option --" + name + " needs a value");
+        value = argv[++i];
+      }
+      values_[name] = value;
+    } else {
+      throw Error(Error::Kind::BadSettings, "unknown option --" + name);
+    }
+  }
+}
+
+std::string Args::str(const std::string& name, const std::string& fallback) const {
+  auto it = values_.find(name);
+  return it == values_.end() ? fallback : it->second;
+}
+
+double Args::num(const std::string& name, double fallback) const {
+  auto it = values_.find(name);
+  if (it == values_.end()) return fallback;
+  try {
+    size_t used = 0;
+    double v = std::stod(it->second, &used);
+    if (used == it->second.size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw Error(Error::Kind::BadSettings, "option --" + name + ": '" + it->second + "' is not a number");
+}
+
+int64_t Args::integer(const std::string& name, int64_t fallback) const {
+  auto it = values_.find(name);
+  if (it == values_.end()) return fallback;
+  try {
+    size_t used = 0;
+    long long v = std::stoll(it->second, &used);
+    if (used == it->second.size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw Error(Error::Kind::BadSettings, "option --" + name + ": '" + it->second + "' is not an integer");
+}
+
+std::vector<double> psnr_per_frame(const at::Tensor& a, const at::Tensor& b) {
+  auto diff = a.to(at::kDouble) - b.to(at::kDouble);
+  auto mse = diff.pow(2).flatten(1).mean(1);
+  std::vector<double> out;
+  for (int64_t i = 0; i < mse.size(0); ++i) {
+    const double m = mse[i].item<double>();
+    out.push_back(m == 0.0 ? std::numeric_limits<double>::infinity() : 10.0 * std::log10(255.0 * 255.0 / m));
+  }
+  return out;
+}
+
+std::string format_db(double db) {
+  if (std::isinf(db)) return "inf";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", db);
+  return buf;
+}
+
+}  // namespace flashvsr::cli

@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// Small helpers shared by the command-line tools: argument parsing with clear errors, PSNR.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace flashvsr::cli {
+
+// "--name value" and "--flag" options plus positional arguments. Unknown options are an error.
+class Args {
+ public:
+  // `with_value`: options that take a value; `flags`: options that don't.
+  Args(int argc, char** argv, const std::vector<std::string>& with_value, const std::vector<std::string>& flags);
+  bool has(const std::string& name) const { return values_.count(name) != 0; }
+  std::string str(const std::string& name, const std::string& fallback) const;
+  double num(const std::string& name, double fallback) const;
+  int64_t integer(const std::string& name, int64_t fallback) const;
+  const std::vector<std::string>& positional() const { return positional_; }
+
+ private:
+  std::map<std::string, std::string> values_;
+  std::vector<std::string> positional_;
+};
+
+// Per-frame PSNR in dB of two uint8 [N, H, W, C] tensors (infinity where equal).
+std::vector<double> psnr_per_frame(const at::Tensor& a, const at::Tensor& b);
+std::string format_db(double db);
+
+}  // namespace flashvsr::cli

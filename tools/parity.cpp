@@ -1,0 +1,296 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// flashvsr-parity: runs golden fixtures of the reference (see ../shared/fixtures/README.md) through the
+// engine and checks (1) the output frames against the reference on 8-bit RGB (PSNR per frame), (2) the
+// intermediates present in expected.safetensors (relative L2), (3) the bicubic pre-processing of
+// lr_frames against lq_video_u8, and (4) the end-to-end path from lr_frames. Every setting is read from
+// the fixture's params.json; nothing fixture-specific lives here.
+#include "cli.h"
+#include "engine.h"
+#include "json.h"
+#include "safetensors.h"
+
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <limits>
+#include <map>
+#include <sstream>
+
+namespace fs = std::filesystem;
+using namespace flashvsr;
+
+namespace {
+
+const char* kUsage =
+    "usage: flashvsr-parity [--device cpu|cuda|cuda:N] [--dtype fp32|bf16|fp16] [--threshold DB]\n"
+    "                       [--intermediate-tol REL] [--attention auto|reference|cuda] [--skip-missing]\n"
+    "                       FIXTURE_DIR...\n"
+    "A FIXTURE_DIR is a fixture (holding params.json) or a directory of fixtures.\n"
+    "Defaults: --threshold 45 (dB, every frame; end-to-end from lr_frames: threshold - 5),\n"
+    "--intermediate-tol 1e-3 in fp32 and 3e-2 otherwise. Exit status: 0 all passed, 1 a check failed,\n"
+    "2 bad usage or unreadable fixture, 77 (with --skip-missing) no fixture found.\n";
+
+struct Options {
+  at::Device device = at::kCPU;
+  at::ScalarType dtype = at::kFloat;
+  double threshold = 45.0;
+  double intermediate_tol = 1e-3;
+  AttentionBackend attention = AttentionBackend::Auto;
+};
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error(Error::Kind::NotFound, path + ": cannot open");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+at::Tensor need(const TensorMap& m, const std::string& file, const std::string& key) {
+  auto it = m.find(key);
+  if (it == m.end()) throw Error(Error::Kind::BadFile, file + ": missing tensor '" + key + "'");
+  return it->second;
+}
+
+StreamOptions stream_options(const JsonValue& p, const TensorMap& input, const std::string& input_path) {
+  const at::Tensor lr = need(input, input_path, "lr_frames");
+  StreamOptions o;
+  o.in_height = lr.size(1);
+  o.in_width = lr.size(2);
+  o.out_height = p.at("height").as_int("height");
+  o.out_width = p.at("width").as_int("width");
+  o.scale = p.at("scale").as_number("scale");
+  o.lq_version = parse_lq_version(p.at("model_version").as_string("model_version"));
+  if (p.has("topk_ratio"))
+    o.topk_ratio = p.at("topk_ratio").as_number("topk_ratio");
+  else
+    o.sparse_ratio = p.at("sparse_ratio").as_number("sparse_ratio");
+  o.kv_ratio = p.at("kv_ratio").as_number("kv_ratio");
+  o.local_range = p.at("local_range").as_int("local_range");
+  o.color_fix = parse_color_fix(p.at("color_fix").as_string("color_fix"));
+  o.seed = static_cast<uint64_t>(p.has("seed") ? p.at("seed").as_int("seed") : 0);
+  return o;
+}
+
+// The expected output as uint8 [N, H, W, 3]: frames_u8 as is, or frames [3, N, H, W] in [-1, 1] rounded.
+at::Tensor expected_u8(const TensorMap& expected, const std::string& path) {
+  if (auto it = expected.find("frames_u8"); it != expected.end()) return it->second;
+  at::Tensor f = need(expected, path, "frames").to(at::kFloat);
+  return ((f + 1) * 127.5).round().clamp(0, 255).to(at::kByte).permute({1, 2, 3, 0}).contiguous();
+}
+
+struct Collected {
+  std::map<std::string, at::Tensor> tensors;  // "chunkK.name" -> float32 CPU
+};
+
+// Streams `frames` through a fresh stream in uneven pieces (exercising the streaming path), then finishes.
+at::Tensor run_stream(Stream& s, const at::Tensor& frames, bool resized) {
+  std::vector<at::Tensor> outs;
+  const int64_t pieces[] = {1, 7, 3, 16, 9};
+  int64_t i = 0, k = 0;
+  while (i < frames.size(0)) {
+    const int64_t n = std::min(pieces[k++ % 5], frames.size(0) - i);
+    auto chunk = frames.narrow(0, i, n);
+    outs.push_back((resized ? s.push_resized(chunk) : s.push(chunk)).cpu());
+    i += n;
+  }
+  outs.push_back(s.finish().cpu());
+  return at::cat(outs, 0);
+}
+
+struct FrameStats {
+  double min = 0, mean = 0;
+  int64_t below = 0;
+};
+
+FrameStats frame_stats(const std::vector<double>& psnr, double threshold) {
+  FrameStats st;
+  st.min = std::numeric_limits<double>::infinity();
+  double sum = 0;
+  size_t finite = 0;
+  for (double v : psnr) {
+    st.min = std::min(st.min, v);
+    if (!std::isinf(v)) {
+      sum += v;
+      ++finite;
+    }
+    if (!(v >= threshold)) ++st.below;
+  }
+  // Mean over the frames that differ at all (identical frames are infinitely good).
+  st.mean = finite ? sum / static_cast<double>(finite) : std::numeric_limits<double>::infinity();
+  return st;
+}
+
+bool run_fixture(const std::string& dir, const Options& opt) {
+  c10::InferenceMode inference;
+  const std::string name = fs::path(dir).filename().string();
+  const std::string params_path = (fs::path(dir) / "params.json").string();
+  const std::string input_path = (fs::path(dir) / "input.safetensors").string();
+  const std::string expected_path = (fs::path(dir) / "expected.safetensors").string();
+  const JsonValue params = JsonValue::parse(read_text(params_path));
+  const TensorMap input = read_safetensors(input_path);
+  const TensorMap expected = read_safetensors(expected_path);
+  const int64_t N = params.at("num_frames").as_int("num_frames");
+
+  LoadOptions lo;
+  lo.device = opt.device;
+  lo.dtype = opt.dtype;
+  lo.log = [&](LogLevel, const std::string& msg) { std::cerr << name << ": " << msg << "\n"; };
+  auto model = Model::load((fs::path(dir) / "model").string(), lo);
+
+  StreamOptions so = stream_options(params, input, input_path);
+  so.attention = opt.attention;
+  const at::Tensor lr = need(input, input_path, "lr_frames");
+  const at::Tensor lq = need(input, input_path, "lq_video_u8");
+  const at::Tensor noise = need(input, input_path, "noise");
+  const at::Tensor want = expected_u8(expected, expected_path);
+  if (lr.size(0) != N || want.size(0) != N || lq.size(0) < N)
+    throw Error(Error::Kind::BadFile, dir + ": num_frames " + std::to_string(N) + " disagrees with lr_frames " +
+                                          shape_string(lr.sizes().vec()) + " / expected " + shape_string(want.sizes().vec()));
+  auto noise_source = [&](int64_t first, int64_t count) {
+    if (first + count > noise.size(2))
+      throw Error(Error::Kind::BadFile, input_path + ": noise has " + std::to_string(noise.size(2)) +
+                                            " latent frames, the engine needs " + std::to_string(first + count));
+    return noise.narrow(2, first, count);
+  };
+
+  bool ok = true;
+  // (1) + (2): the reference's own LQ frames and noise.
+  Collected got;
+  Stream stream(model, so);
+  stream.set_noise_source(noise_source);
+  stream.set_observer([&](int64_t chunk, const std::string& what, const at::Tensor& t) {
+    if (t.defined()) got.tensors["chunk" + std::to_string(chunk) + "." + what] = t.to(at::kCPU, at::kFloat);
+  });
+  at::Tensor out = run_stream(stream, lq.narrow(0, 0, N), /*resized=*/true);
+  if (out.size(0) != N) {
+    std::printf("%s frames=%lld (expected %lld) FAIL\n", name.c_str(), (long long)out.size(0), (long long)N);
+    return false;
+  }
+  const auto psnr = cli::psnr_per_frame(out, want);
+  const FrameStats fs_main = frame_stats(psnr, opt.threshold);
+  const bool main_ok = fs_main.below == 0;
+  ok &= main_ok;
+  std::printf("%s frames=%lld psnr_min=%s psnr_mean=%s %s\n", name.c_str(), (long long)N,
+              cli::format_db(fs_main.min).c_str(), cli::format_db(fs_main.mean).c_str(), main_ok ? "ok" : "FAIL");
+  if (!main_ok) std::printf("  %lld frame(s) below %.1f dB\n", (long long)fs_main.below, opt.threshold);
+
+  for (const auto& [key, ref] : expected) {
+    if (key.rfind("chunk", 0) != 0) continue;
+    auto it = got.tensors.find(key);
+    if (it == got.tensors.end()) {
+      std::printf("  %s: not produced by the engine FAIL\n", key.c_str());
+      ok = false;
+      continue;
+    }
+    auto r = ref.to(at::kFloat);
+    if (it->second.sizes() != r.sizes()) {
+      std::printf("  %s: shape %s, expected %s FAIL\n", key.c_str(), shape_string(it->second.sizes().vec()).c_str(),
+                  shape_string(r.sizes().vec()).c_str());
+      ok = false;
+      continue;
+    }
+    const double rel = ((it->second - r).norm() / r.norm().clamp_min(1e-30)).item<double>();
+    const bool good = rel <= opt.intermediate_tol;
+    ok &= good;
+    std::printf("  %s: rel_l2=%.2e %s\n", key.c_str(), rel, good ? "ok" : "FAIL");
+  }
+
+  // (3) Pre-processing: our bicubic of lr_frames vs the reference's lq_video_u8.
+  {
+    BicubicResize resize(lr.size(2), lr.size(1), lq.size(2), lq.size(1), at::kCPU);
+    auto mine = resize(lr).to(at::kInt);
+    auto ref = lq.narrow(0, 0, N).to(at::kInt);
+    auto diff = (mine - ref).abs();
+    const double exact = (diff == 0).to(at::kDouble).mean().item<double>() * 100.0;
+    const int64_t max_diff = diff.max().item<int64_t>();
+    const bool good = exact >= 99.9 && max_diff <= 1;
+    ok &= good;
+    std::printf("  preprocess: exact=%.3f%% max_diff=%lld %s\n", exact, (long long)max_diff, good ? "ok" : "FAIL");
+  }
+
+  // (4) End to end from lr_frames (our pre-processing, the reference's noise).
+  {
+    Stream e2e(model, so);
+    e2e.set_noise_source(noise_source);
+    at::Tensor out2 = run_stream(e2e, lr, /*resized=*/false);
+    const double thr = opt.threshold - 5.0;
+    if (out2.size(0) != N) {
+      std::printf("  end-to-end: frames=%lld, expected %lld FAIL\n", (long long)out2.size(0), (long long)N);
+      return false;
+    }
+    const FrameStats st = frame_stats(cli::psnr_per_frame(out2, want), thr);
+    const bool good = st.below == 0;
+    ok &= good;
+    std::printf("  end-to-end: psnr_min=%s psnr_mean=%s (threshold %.1f) %s\n", cli::format_db(st.min).c_str(),
+                cli::format_db(st.mean).c_str(), thr, good ? "ok" : "FAIL");
+  }
+  std::fflush(stdout);
+  return ok;
+}
+
+std::vector<std::string> collect_fixtures(const std::vector<std::string>& args) {
+  std::vector<std::string> dirs;
+  for (const auto& a : args) {
+    if (fs::exists(fs::path(a) / "params.json")) {
+      dirs.push_back(a);
+      continue;
+    }
+    std::vector<std::string> sub;
+    std::error_code ec;
+    if (fs::is_directory(a, ec))
+      for (const auto& e : fs::directory_iterator(a, ec))
+        if (e.is_directory() && fs::exists(e.path() / "params.json")) sub.push_back(e.path().string());
+    std::sort(sub.begin(), sub.end());
+    dirs.insert(dirs.end(), sub.begin(), sub.end());
+  }
+  return dirs;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    cli::Args args(argc, argv, {"device", "dtype", "threshold", "intermediate-tol", "attention"}, {"skip-missing", "help"});
+    if (args.has("help") || args.positional().empty()) {
+      std::fputs(kUsage, args.has("help") ? stdout : stderr);
+      return args.has("help") ? 0 : 2;
+    }
+    Options opt;
+    opt.device = parse_device(args.str("device", "cpu"));
+    opt.dtype = parse_dtype(args.str("dtype", "fp32"));
+    opt.threshold = args.num("threshold", 45.0);
+    opt.intermediate_tol = args.num("intermediate-tol", opt.dtype == at::kFloat ? 1e-3 : 3e-2);
+    opt.attention = parse_attention_backend(args.str("attention", "auto"));
+    check_device(opt.device);
+
+    const auto fixtures = collect_fixtures(args.positional());
+    if (fixtures.empty()) {
+      std::fprintf(stderr, "flashvsr-parity: no fixture (a directory with params.json) under the given paths\n");
+      return args.has("skip-missing") ? 77 : 2;
+    }
+    int failed = 0;
+    for (const auto& dir : fixtures) {
+      try {
+        if (!run_fixture(dir, opt)) ++failed;
+      } catch (const Error& e) {
+        std::printf("%s error: %s FAIL\n", fs::path(dir).filename().string().c_str(), e.what());
+        ++failed;
+      } catch (const c10::Error& e) {
+        std::printf("%s error: %s FAIL\n", fs::path(dir).filename().string().c_str(), e.what_without_backtrace());
+        ++failed;
+      }
+    }
+    std::printf("%zu fixture(s), %d failed (device %s, %s)\n", fixtures.size(), failed, opt.device.str().c_str(),
+                dtype_name(opt.dtype));
+    return failed ? 1 : 0;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "flashvsr-parity: %s\n", e.what());
+    return 2;
+  }
+}
