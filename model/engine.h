@@ -154,6 +154,8 @@ class Stream {
   int64_t padded_width() const { return pad_w_; }
   int64_t padded_height() const { return pad_h_; }
   StreamStats stats() const;
+  // LQ frames held for later chunks (bounded: at most ~33 in the steady state).
+  int64_t held_frames() const { return static_cast<int64_t>(state_.lq_frames.size()); }
 
  private:
   at::Tensor append(const at::Tensor& hr_u8);

@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// RoPE and the DiT's streaming behaviour (KV cache, constants). Numerical parity with the reference is
+// proven by flashvsr-parity on the fixtures.
+#include "dit.h"
+#include "engine.h"
+#include "model_maker.h"
+
+#include <gtest/gtest.h>
+
+#include <c10/core/InferenceMode.h>
+
+#include <cmath>
+
+using namespace flashvsr;
+
+namespace {
+
+at::Tensor rnd(std::vector<int64_t> shape, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return at::randn(shape, gen, at::kFloat);
+}
+
+std::shared_ptr<const Model> model() {
+  static auto m = Model::from_tensors(make_random_model(ModelSpec::tiny(), 21), LoadOptions{});
+  return m;
+}
+
+}  // namespace
+
+TEST(Rope, TableHoldsTemporalThenRowThenColumnAngles) {
+  Rope rope(128, 3, 5, at::kCPU);
+  auto t = rope.table(7, 2);
+  ASSERT_EQ(t.cos.sizes().vec(), (std::vector<int64_t>{2 * 3 * 5, 1, 64}));
+  // token (f=1, h=2, w=4): pair 1 is temporal (dims 44), pair 22 the first row pair, pair 43 the first column pair.
+  const int64_t tok = (1 * 3 + 2) * 5 + 4;
+  EXPECT_NEAR(t.cos[tok][0][1].item<float>(), std::cos(8.0 / std::pow(10000.0, 2.0 / 44)), 1e-6);
+  EXPECT_NEAR(t.sin[tok][0][22].item<float>(), std::sin(2.0), 1e-6);
+  EXPECT_NEAR(t.sin[tok][0][22 + 21].item<float>(), std::sin(4.0), 1e-6);
+  EXPECT_NEAR(t.cos[tok][0][22 + 22].item<float>(), std::cos(4.0 / std::pow(10000.0, 2.0 / 42)), 1e-6);
+}
+
+TEST(Rope, DotProductsDependOnlyOnPositionDifferences) {
+  c10::InferenceMode guard;
+  Rope rope(128, 2, 2, at::kCPU);
+  auto q = rnd({8, 1, 128}, 1), k = rnd({8, 1, 128}, 2);
+  auto scores = [&](int64_t offset) {
+    auto tq = rope.table(10 + offset, 2), tk = rope.table(3 + offset, 2);
+    return at::matmul(apply_rope(q, tq).squeeze(1), apply_rope(k, tk).squeeze(1).t());
+  };
+  // Shifting every position by the same amount leaves attention unchanged: positions may be rebased.
+  EXPECT_TRUE(at::allclose(scores(0), scores(1000), 1e-4, 1e-4));
+  EXPECT_TRUE(at::allclose(scores(0), scores(123457), 1e-3, 1e-3));
+}
+
+TEST(Rope, PreservesNorms) {
+  c10::InferenceMode guard;
+  Rope rope(128, 4, 4, at::kCPU);
+  auto x = rnd({32, 2, 128}, 3);
+  auto y = apply_rope(x, rope.table(5, 2));
+  EXPECT_TRUE(at::allclose(x.norm(2, {-1}), y.norm(2, {-1}), 1e-5, 1e-5));
+}
+
+TEST(DitConstants, PromptKeysAndValuesAreComputedOncePerModel) {
+  auto m = model();
+  const auto& c = m->dit_constants();
+  ASSERT_EQ(c.blocks.size(), 2u);
+  EXPECT_EQ(c.blocks[0].cross_k.sizes().vec(), (std::vector<int64_t>{1, 2, 16, 128}));
+  EXPECT_EQ(c.blocks[0].scale1.sizes().vec(), (std::vector<int64_t>{256}));
+}
+
+TEST(Dit, KvCacheKeepsAtMostKvRatioSlices) {
+  c10::InferenceMode guard;
+  auto m = model();
+  for (int64_t kv_slices : {1, 2, 3}) {
+    SparseAttentionSettings s;
+    s.topk_ratio = 2.0;
+    s.local_range = 3;
+    s.kv_slices = kv_slices;
+    auto plan = AttentionPlan::make(s, 1, 2, at::kCPU);  // 128 x 256 pixels: 1 x 2 windows per slice
+    Rope rope(128, 8, 16, at::kCPU);
+    DitState st;
+    auto lat0 = rnd({1, 16, 6, 16, 32}, 4);
+    auto out0 = dit_forward(m->dit(), m->dit_constants(), st, lat0, {}, rope.table(0, 6), plan);
+    EXPECT_EQ(out0.sizes(), lat0.sizes());
+    const int64_t ws = 2;
+    ASSERT_EQ(st.blocks.size(), 2u);
+    // Chunk 0 holds 3 slices, and drops at most one per chunk.
+    EXPECT_EQ(st.blocks[0].k.size(0), std::min<int64_t>(3, std::max<int64_t>(kv_slices, 2)) * ws);
+    for (int c = 1; c < 4; ++c) {
+      auto lat = rnd({1, 16, 2, 16, 32}, 5 + c);
+      dit_forward(m->dit(), m->dit_constants(), st, lat, {}, rope.table(4 + 2 * c, 2), plan);
+      EXPECT_LE(st.blocks[1].k.size(0), std::max<int64_t>(kv_slices, 1) * ws + ws);
+      EXPECT_EQ(st.blocks[1].k.size(0), st.blocks[1].v.size(0));
+    }
+    EXPECT_EQ(st.blocks[0].k.size(0), std::max<int64_t>(kv_slices, 2) * ws) << "kv_slices " << kv_slices;
+  }
+}
+
+TEST(Dit, LqTokensAndCacheChangeTheResult) {
+  c10::InferenceMode guard;
+  auto m = model();
+  SparseAttentionSettings s;
+  s.topk_ratio = 2.0;
+  s.local_range = 3;
+  auto plan = AttentionPlan::make(s, 1, 1, at::kCPU);
+  Rope rope(128, 8, 8, at::kCPU);
+  auto lat = rnd({1, 16, 2, 16, 16}, 1);
+  DitState fresh1, fresh2, warmed;
+  auto a = dit_forward(m->dit(), m->dit_constants(), fresh1, lat, {}, rope.table(6, 2), plan);
+  auto b = dit_forward(m->dit(), m->dit_constants(), fresh2, lat, {}, rope.table(6, 2), plan);
+  EXPECT_TRUE(at::equal(a, b));  // deterministic
+  auto tokens = rnd({1, 128, 256}, 2);
+  DitState s3;
+  auto c = dit_forward(m->dit(), m->dit_constants(), s3, lat, {tokens}, rope.table(6, 2), plan);
+  EXPECT_FALSE(at::allclose(a, c));
+  dit_forward(m->dit(), m->dit_constants(), warmed, rnd({1, 16, 6, 16, 16}, 3), {}, rope.table(0, 6), plan);
+  auto d = dit_forward(m->dit(), m->dit_constants(), warmed, lat, {}, rope.table(6, 2), plan);
+  EXPECT_FALSE(at::allclose(a, d));
+  warmed.reset();
+  EXPECT_TRUE(warmed.blocks.empty());
+}
+
+TEST(Dit, RejectsLatentsOfTheWrongShape) {
+  c10::InferenceMode guard;
+  auto m = model();
+  SparseAttentionSettings s;
+  s.topk_ratio = 2.0;
+  auto plan = AttentionPlan::make(s, 1, 1, at::kCPU);
+  Rope rope(128, 8, 8, at::kCPU);
+  DitState st;
+  EXPECT_THROW(dit_forward(m->dit(), m->dit_constants(), st, rnd({1, 16, 3, 16, 16}, 1), {}, rope.table(0, 3), plan), Error);
+  EXPECT_THROW(dit_forward(m->dit(), m->dit_constants(), st, rnd({1, 8, 2, 16, 16}, 1), {}, rope.table(0, 2), plan), Error);
+}

@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The streaming engine end to end on the CPU with a generated tiny model: frame accounting, streaming
+// invariance, reset, stream isolation, settings and input validation.
+#include "engine.h"
+#include "model_maker.h"
+#include "test_support.h"
+
+#include <gtest/gtest.h>
+
+#include <c10/core/InferenceMode.h>
+
+using namespace flashvsr;
+
+namespace {
+
+std::shared_ptr<const Model> tiny_model() {
+  static std::shared_ptr<const Model> model = [] {
+    c10::InferenceMode guard;
+    const std::string dir = test::scratch_dir("engine-tiny-model");
+    write_model_dir(dir, make_random_model(ModelSpec::tiny(), 7));
+    return Model::load(dir, LoadOptions{});
+  }();
+  return model;
+}
+
+// Deterministic, non-constant LR frames: uint8 [n, h, w, 3].
+at::Tensor frames(int64_t n, int64_t h, int64_t w, int64_t seed = 0) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed) + 100);
+  auto base = at::randint(0, 256, {1, h, w, 3}, gen, at::kLong).to(at::kFloat);
+  auto drift = at::arange(n, at::kFloat).view({n, 1, 1, 1}) * 3.0;
+  return (base + drift).remainder(256.0).to(at::kByte);
+}
+
+StreamOptions small_options(int64_t w = 24, int64_t h = 16) {
+  StreamOptions o;
+  o.in_width = w;
+  o.in_height = h;
+  o.sparse_ratio = 2.0;
+  o.local_range = 3;
+  return o;
+}
+
+at::Tensor run(Stream& s, const at::Tensor& lr, int64_t piece) {
+  std::vector<at::Tensor> out;
+  for (int64_t i = 0; i < lr.size(0); i += piece) out.push_back(s.push(lr.narrow(0, i, std::min(piece, lr.size(0) - i))));
+  out.push_back(s.finish());
+  return at::cat(out, 0);
+}
+
+}  // namespace
+
+TEST(Engine, EveryInputFrameComesOutOnceForAnyFrameCount) {
+  c10::InferenceMode guard;
+  for (int64_t n : {1, 5, 24, 25, 26, 29, 33, 100}) {
+    Stream s(tiny_model(), small_options());
+    auto out = run(s, frames(n, 16, 24), 1);
+    EXPECT_EQ(out.size(0), n);
+    EXPECT_EQ(out.sizes().vec(), (std::vector<int64_t>{n, 64, 96, 3}));
+    EXPECT_EQ(s.stats().frames_in, n);
+    EXPECT_EQ(s.stats().frames_out, n);
+  }
+}
+
+TEST(Engine, FirstOutputAfterTwentyFiveFramesThenEightPerEight) {
+  c10::InferenceMode guard;
+  Stream s(tiny_model(), small_options());
+  auto lr = frames(49, 16, 24);
+  int64_t out = 0;
+  for (int64_t i = 0; i < 49; ++i) {
+    out += s.push(lr.narrow(0, i, 1)).size(0);
+    EXPECT_EQ(out, outputs_ready(i + 1)) << "after " << i + 1 << " frames";
+  }
+  EXPECT_EQ(s.finish().size(0), 49 - out);
+}
+
+TEST(Engine, OutputDoesNotDependOnHowFramesArePushed) {
+  c10::InferenceMode guard;
+  auto lr = frames(42, 16, 24);
+  Stream a(tiny_model(), small_options()), b(tiny_model(), small_options());
+  auto one_by_one = run(a, lr, 1);
+  auto all_at_once = run(b, lr, 42);
+  EXPECT_TRUE(at::equal(one_by_one, all_at_once));
+}
+
+TEST(Engine, ResetGivesTheSameOutputAsAFreshStream) {
+  c10::InferenceMode guard;
+  auto lr1 = frames(30, 16, 24, 1), lr2 = frames(27, 16, 24, 2);
+  Stream s(tiny_model(), small_options());
+  run(s, lr1, 5);
+  s.reset();
+  auto again = run(s, lr2, 3);
+  Stream fresh(tiny_model(), small_options());
+  EXPECT_TRUE(at::equal(again, run(fresh, lr2, 3)));
+}
+
+TEST(Engine, ResetMidWindowDropsPendingFrames) {
+  c10::InferenceMode guard;
+  Stream s(tiny_model(), small_options());
+  s.push(frames(30, 16, 24, 3));
+  s.reset();
+  EXPECT_EQ(s.held_frames(), 0);
+  EXPECT_EQ(s.stats().frames_in, 0);
+  auto out = run(s, frames(3, 16, 24), 1);
+  EXPECT_EQ(out.size(0), 3);
+}
+
+TEST(Engine, InterleavedStreamsOnOneModelDoNotShareState) {
+  c10::InferenceMode guard;
+  auto lr1 = frames(35, 16, 24, 4), lr2 = frames(35, 16, 24, 5);
+  Stream solo1(tiny_model(), small_options()), solo2(tiny_model(), small_options());
+  auto want1 = run(solo1, lr1, 35), want2 = run(solo2, lr2, 35);
+  Stream a(tiny_model(), small_options()), b(tiny_model(), small_options());
+  std::vector<at::Tensor> got1, got2;
+  for (int64_t i = 0; i < 35; ++i) {
+    got1.push_back(a.push(lr1.narrow(0, i, 1)));
+    got2.push_back(b.push(lr2.narrow(0, i, 1)));
+  }
+  got1.push_back(a.finish());
+  got2.push_back(b.finish());
+  EXPECT_TRUE(at::equal(at::cat(got1, 0), want1));
+  EXPECT_TRUE(at::equal(at::cat(got2, 0), want2));
+}
+
+TEST(Engine, SeedSelectsTheNoise) {
+  c10::InferenceMode guard;
+  auto lr = frames(25, 16, 24);
+  auto o1 = small_options(), o2 = small_options();
+  o2.seed = 1;
+  Stream a(tiny_model(), o1), b(tiny_model(), o1), c(tiny_model(), o2);
+  auto ra = run(a, lr, 25), rb = run(b, lr, 25), rc = run(c, lr, 25);
+  EXPECT_TRUE(at::equal(ra, rb));
+  EXPECT_FALSE(at::equal(ra, rc));
+}
+
+TEST(Engine, OddSizesAndExplicitOutputSizesAreCroppedExactly) {
+  c10::InferenceMode guard;
+  auto o = small_options(13, 7);
+  Stream s(tiny_model(), o);
+  EXPECT_EQ(s.out_width(), 52);
+  EXPECT_EQ(s.out_height(), 28);
+  EXPECT_EQ(s.padded_width(), 128);
+  EXPECT_EQ(s.padded_height(), 128);
+  EXPECT_EQ(run(s, frames(2, 7, 13), 1).sizes().vec(), (std::vector<int64_t>{2, 28, 52, 3}));
+
+  auto o2 = small_options(70, 46);
+  o2.out_width = 211;
+  o2.out_height = 139;
+  Stream t(tiny_model(), o2);
+  EXPECT_EQ(t.padded_width(), 256);
+  EXPECT_EQ(t.padded_height(), 256);
+  EXPECT_EQ(run(t, frames(3, 46, 70), 2).sizes().vec(), (std::vector<int64_t>{3, 139, 211, 3}));
+}
+
+TEST(Engine, ScaleTwoAndNonIntegerScales) {
+  c10::InferenceMode guard;
+  auto o = small_options(30, 20);
+  o.scale = 2.5;
+  Stream s(tiny_model(), o);
+  EXPECT_EQ(s.out_width(), 75);
+  EXPECT_EQ(s.out_height(), 50);
+  EXPECT_EQ(run(s, frames(1, 20, 30), 1).sizes().vec(), (std::vector<int64_t>{1, 50, 75, 3}));
+}
+
+TEST(Engine, HeldFramesStayBoundedOnLongStreams) {
+  c10::InferenceMode guard;
+  Stream s(tiny_model(), small_options());
+  auto lr = frames(1, 16, 24);
+  int64_t most = 0;
+  for (int i = 0; i < 150; ++i) {
+    s.push(lr);
+    most = std::max(most, s.held_frames());
+  }
+  EXPECT_LE(most, 33);
+  EXPECT_EQ(s.stats().frames_out, outputs_ready(150));
+}
+
+TEST(Engine, BadInputIsAnErrorNotACrash) {
+  c10::InferenceMode guard;
+  Stream s(tiny_model(), small_options());
+  EXPECT_THROW(s.push(at::zeros({1, 16, 25, 3}, at::kByte)), Error);        // wrong width
+  EXPECT_THROW(s.push(at::zeros({1, 16, 24, 4}, at::kByte)), Error);        // 4 channels
+  EXPECT_THROW(s.push(at::zeros({1, 16, 24, 3}, at::kFloat)), Error);       // not uint8
+  EXPECT_THROW(s.push(at::zeros({16, 24, 3}, at::kByte)), Error);           // no batch dim
+  EXPECT_EQ(s.push(at::zeros({0, 16, 24, 3}, at::kByte)).size(0), 0);        // empty batch is fine
+  s.push(frames(2, 16, 24));
+  EXPECT_EQ(s.finish().size(0), 2);
+  try {
+    s.push(frames(1, 16, 24));
+    FAIL() << "push after finish must throw";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), Error::Kind::BadInput);
+  }
+}
+
+TEST(Engine, BadSettingsAreRejectedWithTheValue) {
+  c10::InferenceMode guard;
+  auto expect_bad = [](StreamOptions o, const std::string& needle) {
+    try {
+      Stream s(tiny_model(), o);
+      FAIL() << "expected an error mentioning " << needle;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), Error::Kind::BadSettings);
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  auto o = small_options();
+  o.in_width = 0;
+  expect_bad(o, "input size");
+  o = small_options();
+  o.scale = -1;
+  expect_bad(o, "scale");
+  o = small_options();
+  o.kv_ratio = 0.5;
+  expect_bad(o, "kv ratio");
+  o = small_options();
+  o.local_range = 0;
+  expect_bad(o, "local range");
+  o = small_options();
+  o.sparse_ratio = 0;
+  expect_bad(o, "sparse ratio");
+  o = small_options();
+  o.out_width = 100;
+  expect_bad(o, "output size");
+}
+
+TEST(Engine, FinishOnAnEmptyStreamEmitsNothing) {
+  c10::InferenceMode guard;
+  Stream s(tiny_model(), small_options());
+  EXPECT_EQ(s.finish().size(0), 0);
+}

@@ -1,0 +1,238 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// Strict weight binding and model loading: configs inferred from shapes, and every defect named.
+#include "engine.h"
+#include "json.h"
+#include "model_maker.h"
+#include "test_support.h"
+#include "torch_archive.h"
+
+#include <gtest/gtest.h>
+
+#include <c10/core/InferenceMode.h>
+
+#include <filesystem>
+
+using namespace flashvsr;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string error_of(const std::function<void()>& f, Error::Kind* kind = nullptr) {
+  try {
+    f();
+  } catch (const Error& e) {
+    if (kind) *kind = e.kind();
+    return e.what();
+  }
+  return "";
+}
+
+void expect_contains(const std::string& text, const std::string& needle) {
+  EXPECT_NE(text.find(needle), std::string::npos) << "'" << needle << "' not in: " << text;
+}
+
+}  // namespace
+
+TEST(WeightFile, TakeChecksPresenceShapeAndDtypeNamingFileAndKey) {
+  TensorMap m;
+  m["a.weight"] = at::ones({2, 3});
+  m["b"] = at::ones({4}, at::kLong);
+  WeightFile f("dir/file.safetensors", m);
+  auto t = f.take("a.weight", {2, 3}, at::kCPU, at::kBFloat16);
+  EXPECT_EQ(t.scalar_type(), at::kBFloat16);
+  std::string e = error_of([&] { f.take("a.weight", {3, 2}, at::kCPU, at::kFloat); });
+  expect_contains(e, "dir/file.safetensors");
+  expect_contains(e, "a.weight");
+  expect_contains(e, "[2, 3]");
+  expect_contains(e, "expected [3, 2]");
+  e = error_of([&] { f.take("missing.bias", {7}, at::kCPU, at::kFloat); });
+  expect_contains(e, "missing.bias");
+  expect_contains(e, "[7]");
+  e = error_of([&] { f.take("b", {4}, at::kCPU, at::kFloat); });
+  expect_contains(e, "dtype");
+}
+
+TEST(WeightFile, UnusedListsWhatWasNeverTaken) {
+  TensorMap m;
+  m["x"] = at::ones({1});
+  m["y"] = at::ones({1});
+  WeightFile f("f", m);
+  f.take("x", {1}, at::kCPU, at::kFloat);
+  EXPECT_EQ(f.unused(), std::vector<std::string>{"y"});
+  EXPECT_EQ(f.count_indexed("z.", ".w"), 0);
+}
+
+TEST(WeightFile, CountIndexedCountsConsecutiveKeys) {
+  TensorMap m;
+  for (int i : {0, 1, 2, 4}) m["blocks." + std::to_string(i) + ".w"] = at::ones({1});
+  WeightFile f("f", m);
+  EXPECT_EQ(f.count_indexed("blocks.", ".w"), 3);
+}
+
+TEST(ModelLoad, InfersEveryDimensionFromShapes) {
+  c10::InferenceMode guard;
+  ModelSpec spec = ModelSpec::tiny();
+  spec.layers = 3;
+  spec.ffn_dim = 384;
+  spec.decoder_channels = {24, 16, 8, 8};
+  spec.lq_hidden1 = 20;
+  spec.lq_hidden2 = 12;
+  spec.context_len = 5;
+  auto m = Model::from_tensors(make_random_model(spec, 1), LoadOptions{});
+  const auto& c = m->config();
+  EXPECT_EQ(c.dit.dim, 256);
+  EXPECT_EQ(c.dit.heads, 2);
+  EXPECT_EQ(c.dit.ffn_dim, 384);
+  EXPECT_EQ(c.dit.layers, 3);
+  EXPECT_EQ(c.dit.text_dim, 64);
+  EXPECT_EQ(c.dit.freq_dim, 256);
+  EXPECT_EQ(c.lq_proj.hidden1, 20);
+  EXPECT_EQ(c.lq_proj.hidden2, 12);
+  EXPECT_EQ(c.lq_proj.num_linear, 1);
+  EXPECT_EQ(c.decoder.channels, (std::array<int64_t, 4>{24, 16, 8, 8}));
+  EXPECT_EQ(c.context_len, 5);
+  EXPECT_FALSE(c.describe().empty());
+}
+
+TEST(ModelLoad, FixtureModelsMatchTheirParams) {
+  c10::InferenceMode guard;
+  const auto dirs = test::fixture_dirs();
+  if (dirs.empty()) GTEST_SKIP() << "no fixtures under " << test::fixtures_dir();
+  for (const auto& dir : dirs) {
+    auto p = JsonValue::parse(test::read_file(dir + "/params.json"));
+    auto m = Model::load(dir + "/model", LoadOptions{});
+    const auto& c = m->config();
+    EXPECT_EQ(c.dit.dim, p.at("dim").as_int());
+    EXPECT_EQ(c.dit.heads, p.at("num_heads").as_int());
+    EXPECT_EQ(c.dit.ffn_dim, p.at("ffn_dim").as_int());
+    EXPECT_EQ(c.dit.layers, p.at("num_layers").as_int());
+    EXPECT_EQ(c.dit.text_dim, p.at("text_dim").as_int());
+    EXPECT_EQ(c.context_len, p.at("context_len").as_int());
+    EXPECT_EQ(c.lq_proj.hidden1, p.at("lq_hidden").as_array()[0].as_int());
+    EXPECT_EQ(c.lq_proj.hidden2, p.at("lq_hidden").as_array()[1].as_int());
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(c.decoder.channels[i], p.at("tc_channels").as_array()[i].as_int());
+  }
+}
+
+TEST(ModelLoad, WrittenDirectoryLoadsLikeTheTensorsItCameFrom) {
+  c10::InferenceMode guard;
+  auto tensors = make_random_model(ModelSpec::tiny(), 3);
+  const std::string dir = test::scratch_dir("weights-roundtrip");
+  write_model_dir(dir, tensors);
+  auto a = Model::load(dir, LoadOptions{});
+  auto b = Model::from_tensors(tensors, LoadOptions{});
+  EXPECT_TRUE(at::equal(a->dit().blocks[1].ffn2_w, b->dit().blocks[1].ffn2_w));
+  EXPECT_TRUE(at::equal(a->decoder().mem[4].w1, b->decoder().mem[4].w1));
+  EXPECT_TRUE(at::equal(a->lq_proj().conv2_w, b->lq_proj().conv2_w));
+  EXPECT_TRUE(at::equal(a->dit_constants().blocks[0].cross_k, b->dit_constants().blocks[0].cross_k));
+}
+
+TEST(ModelLoad, ComputeDtypeIsApplied) {
+  c10::InferenceMode guard;
+  LoadOptions o;
+  o.dtype = at::kBFloat16;
+  auto m = Model::from_tensors(make_random_model(ModelSpec::tiny(), 3), o);
+  EXPECT_EQ(m->dit().blocks[0].q_w.scalar_type(), at::kBFloat16);
+  EXPECT_EQ(m->decoder().out_w.scalar_type(), at::kBFloat16);
+}
+
+TEST(ModelLoad, MissingDirectoryOrFileIsNotFoundNamingThePath) {
+  c10::InferenceMode guard;
+  Error::Kind kind{};
+  std::string e = error_of([] { Model::load("/nonexistent/flashvsr-model", LoadOptions{}); }, &kind);
+  EXPECT_EQ(kind, Error::Kind::NotFound);
+  expect_contains(e, "/nonexistent/flashvsr-model");
+
+  const std::string dir = test::scratch_dir("weights-missing-file");
+  write_model_dir(dir, make_random_model(ModelSpec::tiny(), 3));
+  fs::remove(fs::path(dir) / ReleaseLayout::kDecoder);
+  e = error_of([&] { Model::load(dir, LoadOptions{}); }, &kind);
+  EXPECT_EQ(kind, Error::Kind::NotFound);
+  expect_contains(e, ReleaseLayout::kDecoder);
+}
+
+TEST(ModelLoad, WrongShapeNamesFileTensorExpectedAndFound) {
+  c10::InferenceMode guard;
+  auto t = make_random_model(ModelSpec::tiny(), 3);
+  t.dit["blocks.1.self_attn.k.weight"] = at::zeros({256, 128});
+  Error::Kind kind{};
+  std::string e = error_of([&] { Model::from_tensors(t, LoadOptions{}, "mdl"); }, &kind);
+  EXPECT_EQ(kind, Error::Kind::BadFile);
+  expect_contains(e, ReleaseLayout::kDit);
+  expect_contains(e, "blocks.1.self_attn.k.weight");
+  expect_contains(e, "[256, 128]");
+  expect_contains(e, "expected [256, 256]");
+}
+
+TEST(ModelLoad, MissingTensorIsNamed) {
+  c10::InferenceMode guard;
+  auto t = make_random_model(ModelSpec::tiny(), 3);
+  t.decoder.erase("decoder.18.conv.2.bias");
+  std::string e = error_of([&] { Model::from_tensors(t, LoadOptions{}); });
+  expect_contains(e, ReleaseLayout::kDecoder);
+  expect_contains(e, "decoder.18.conv.2.bias");
+}
+
+TEST(ModelLoad, InconsistentFilesAreRejected) {
+  c10::InferenceMode guard;
+  auto t = make_random_model(ModelSpec::tiny(), 3);
+  t.lq_proj["linear_layers.0.weight"] = at::zeros({384, 48});
+  t.lq_proj["linear_layers.0.bias"] = at::zeros({384});
+  std::string e = error_of([&] { Model::from_tensors(t, LoadOptions{}); });
+  expect_contains(e, ReleaseLayout::kLqProj);
+  expect_contains(e, "expected 256, found 384");
+
+  auto t2 = make_random_model(ModelSpec::tiny(), 3);
+  t2.prompt = at::zeros({1, 16, 32});
+  e = error_of([&] { Model::from_tensors(t2, LoadOptions{}); });
+  expect_contains(e, ReleaseLayout::kPrompt);
+  expect_contains(e, "[1, 16, 32]");
+}
+
+TEST(ModelLoad, UnknownExtraTensorsAreAWarningNotAnError) {
+  c10::InferenceMode guard;
+  auto t = make_random_model(ModelSpec::tiny(), 3);
+  t.dit["vace_blocks.0.weight"] = at::zeros({2});
+  std::vector<std::string> warnings;
+  LoadOptions o;
+  o.log = [&](LogLevel level, const std::string& m) {
+    if (level == LogLevel::Warning) warnings.push_back(m);
+  };
+  Model::from_tensors(t, o);
+  ASSERT_EQ(warnings.size(), 1u);
+  expect_contains(warnings[0], "vace_blocks.0.weight");
+}
+
+TEST(ModelLoad, CorruptFileIsAnErrorNamingIt) {
+  c10::InferenceMode guard;
+  const std::string dir = test::scratch_dir("weights-corrupt");
+  write_model_dir(dir, make_random_model(ModelSpec::tiny(), 3));
+  const std::string path = (fs::path(dir) / ReleaseLayout::kLqProj).string();
+  const std::string bytes = test::read_file(path);
+  test::write_file(path, bytes.substr(0, bytes.size() / 2));
+  std::string e = error_of([&] { Model::load(dir, LoadOptions{}); });
+  expect_contains(e, ReleaseLayout::kLqProj);
+}
+
+TEST(ModelLoad, UnavailableCudaDeviceIsADeviceError) {
+  if (at::hasCUDA()) GTEST_SKIP() << "CUDA is available here";
+  LoadOptions o;
+  o.device = at::Device(at::kCUDA, 0);
+  Error::Kind kind{};
+  std::string e = error_of([&] { Model::from_tensors(make_random_model(ModelSpec::tiny(), 3), o); }, &kind);
+  EXPECT_EQ(kind, Error::Kind::Device);
+  expect_contains(e, "cuda:0");
+}
+
+TEST(ModelLoad, DeviceAndDtypeStringsParse) {
+  EXPECT_EQ(parse_device("cpu"), at::Device(at::kCPU));
+  EXPECT_EQ(parse_device("cuda"), at::Device(at::kCUDA, 0));
+  EXPECT_EQ(parse_device("cuda:3"), at::Device(at::kCUDA, 3));
+  EXPECT_THROW(parse_device("gpu"), Error);
+  EXPECT_THROW(parse_device("cuda:"), Error);
+  EXPECT_THROW(parse_device("cuda:x"), Error);
+  EXPECT_EQ(parse_dtype("bf16"), at::kBFloat16);
+  EXPECT_EQ(parse_dtype("fp16"), at::kHalf);
+  EXPECT_EQ(parse_dtype("fp32"), at::kFloat);
+  EXPECT_THROW(parse_dtype("int8"), Error);
+}
