@@ -149,6 +149,17 @@ std::shared_ptr<const Model> Model::build(const std::string& dir, WeightFile dit
   return m;
 }
 
+const char* stage_name(Stage stage) {
+  switch (stage) {
+    case Stage::Preprocess: return "preprocess";
+    case Stage::LqProj: return "lq_proj";
+    case Stage::Dit: return "dit";
+    case Stage::Decoder: return "decoder";
+    case Stage::Colour: return "colour";
+  }
+  return "?";
+}
+
 void StreamState::reset() {
   lq_proj.reset();
   dit.reset();
@@ -213,7 +224,8 @@ at::Tensor Stream::push(const at::Tensor& lr) {
                                            std::string(c10::toString(lr.scalar_type())) + ", expected uint8 [n, " +
                                            std::to_string(options_.in_height) + ", " + std::to_string(options_.in_width) +
                                            ", 3]");
-  auto x = lr.to(model_->device()).contiguous();
+  mark(Stage::Preprocess, true);
+  auto x = lr.to(model_->device(), /*non_blocking=*/true).contiguous();
   return append(resize_ ? (*resize_)(x) : x);
 }
 
@@ -223,16 +235,21 @@ at::Tensor Stream::push_resized(const at::Tensor& hr) {
     throw Error(Error::Kind::BadInput, "frames have shape " + shape_string(hr.sizes().vec()) + " and dtype " +
                                            std::string(c10::toString(hr.scalar_type())) + ", expected uint8 [n, " +
                                            std::to_string(out_h_) + ", " + std::to_string(out_w_) + ", 3]");
-  return append(hr.to(model_->device()).contiguous());
+  mark(Stage::Preprocess, true);
+  return append(hr.to(model_->device(), /*non_blocking=*/true).contiguous());
 }
 
 at::Tensor Stream::append(const at::Tensor& hr_u8) {
   if (state_.finished) throw Error(Error::Kind::BadInput, "frames pushed after finish(): reset() the stream first");
-  if (hr_u8.size(0) == 0) return empty_output();
+  if (hr_u8.size(0) == 0) {
+    mark(Stage::Preprocess, false);
+    return empty_output();
+  }
   // [n, H, W, 3] u8 -> [1, 3, n, Hp, Wp] in [-1, 1]
   auto lq = pad_to_multiple(u8_to_unit(hr_u8, model_->dtype()), 128);
   for (int64_t i = 0; i < lq.size(2); ++i) state_.lq_frames.push_back(lq[0].select(1, i));
   state_.frames_in += lq.size(2);
+  mark(Stage::Preprocess, false);
   return run_ready_chunks();
 }
 
@@ -306,6 +323,7 @@ at::Tensor Stream::run_chunk(const ChunkPlan& plan) {
   const Model& m = *model_;
   const int64_t c = plan.index;
   // Stage 1: LQ projection of this chunk's clips -> tokens per linear layer [1, latents*h*w, dim].
+  mark(Stage::LqProj, true);
   std::vector<std::vector<at::Tensor>> per_layer(m.lq_proj().linear_w.size());
   for (const auto& clip : plan.lq_clips) {
     auto tokens = lq_project(m.lq_proj(), options_.lq_version, state_.lq_proj, frames(clip.begin, clip.end));
@@ -313,16 +331,21 @@ at::Tensor Stream::run_chunk(const ChunkPlan& plan) {
   }
   std::vector<at::Tensor> lq_tokens;
   for (auto& parts : per_layer) lq_tokens.push_back(parts.size() == 1 ? parts[0] : at::cat(parts, 1));
+  mark(Stage::LqProj, false);
 
   // Stage 2: one denoising step.
+  mark(Stage::Dit, true);
   auto latents = noise(plan.latents.begin, plan.latents.size());
   auto rope = rope_->table(plan.latents.begin, plan.latents.size());
   auto pred = dit_forward(m.dit(), m.dit_constants(), state_.dit, latents, lq_tokens, rope, attention_);
   auto denoised = latents - pred;
+  mark(Stage::Dit, false);
 
   // Stage 3: decode with the LQ condition, crop the padding away, colour-correct.
+  mark(Stage::Decoder, true);
   auto cond = frames(plan.output.begin, plan.output.end);
   auto decoded = decode_chunk(m.decoder(), state_.decoder, denoised, cond, options_.decoder_group);
+  mark(Stage::Decoder, false);
   if (decoded.size(2) != plan.output.size())
     throw Error(Error::Kind::Internal, "decoder returned " + std::to_string(decoded.size(2)) + " frames, expected " +
                                            std::to_string(plan.output.size()));
@@ -334,8 +357,10 @@ at::Tensor Stream::run_chunk(const ChunkPlan& plan) {
     observer_(c, "noise_pred", pred);
     observer_(c, "decoded", hq);
   }
+  mark(Stage::Colour, true);
   auto video = colour_correct(hq, crop(cond), options_.color_fix);
   auto out = unit_to_u8(video);  // [n, H, W, 3]
+  mark(Stage::Colour, false);
   // Frames past the real ones (padding of the last chunk) are not emitted.
   const int64_t keep = std::min(plan.output.size(), state_.frames_in - plan.output.begin);
   return keep == out.size(0) ? out : out.narrow(0, 0, keep);

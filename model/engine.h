@@ -108,6 +108,13 @@ using NoiseSource = std::function<at::Tensor(int64_t first_latent, int64_t count
 // Intermediates per chunk: "lq_latents", "latents_in", "noise_pred", "decoded" (before colour correction).
 using ChunkObserver = std::function<void(int64_t chunk, const std::string& name, const at::Tensor& value)>;
 
+// Stages of the engine, for profiling hooks.
+enum class Stage { Preprocess, LqProj, Dit, Decoder, Colour };
+const char* stage_name(Stage stage);
+// Called at the start (begin = true) and end of each stage on the calling thread; work may still be
+// queued on the device (record device events to time it).
+using StageHook = std::function<void(Stage stage, bool begin)>;
+
 // Everything that changes while a stream runs. reset() returns it to a fresh stream.
 struct StreamState {
   LqProjState lq_proj;
@@ -146,6 +153,7 @@ class Stream {
 
   void set_noise_source(NoiseSource source) { noise_source_ = std::move(source); }
   void set_observer(ChunkObserver observer) { observer_ = std::move(observer); }
+  void set_stage_hook(StageHook hook) { stage_hook_ = std::move(hook); }
 
   const StreamOptions& options() const { return options_; }
   const Model& model() const { return *model_; }
@@ -164,6 +172,9 @@ class Stream {
   at::Tensor frames(int64_t begin, int64_t end) const;  // [1, 3, n, Hp, Wp]
   at::Tensor noise(int64_t first, int64_t count);
   at::Tensor empty_output() const;
+  void mark(Stage stage, bool begin) const {
+    if (stage_hook_) stage_hook_(stage, begin);
+  }
 
   std::shared_ptr<const Model> model_;
   StreamOptions options_;
@@ -173,6 +184,7 @@ class Stream {
   std::optional<Rope> rope_;
   NoiseSource noise_source_;
   ChunkObserver observer_;
+  StageHook stage_hook_;
   StreamState state_;
   StreamStats stats_;
 };

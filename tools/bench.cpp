@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// flashvsr-bench: streams synthetic, non-constant frames through the engine and prints one JSON object:
+// steady-state fps (median over chunks after the first), overall fps, latency from the 25th input frame
+// to the first output frame, peak device memory, milliseconds per stage (device events), and the
+// roofline: FLOPs per steady chunk from the model's sizes, divided by the measured time.
+#include "cli.h"
+#include "engine.h"
+#include "model_maker.h"
+
+#include <c10/core/CachingDeviceAllocator.h>
+#include <c10/core/Event.h>
+#include <c10/core/InferenceMode.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <sstream>
+
+using namespace flashvsr;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+const char* kUsage =
+    "usage: flashvsr-bench [--model DIR | --preset full|tiny] [--device cuda|cpu|cuda:N] [--precision bf16|fp16|fp32]\n"
+    "       [--width 1408 --height 768 (output)] [--scale 4] [--frames 101] [--sparse-ratio 2.0]\n"
+    "       [--local-range 11] [--kv-ratio 3.0] [--color-fix adain] [--attention auto|reference|cuda]\n"
+    "       [--decoder-group 1] [--model-version 1.1] [--seed 0]\n";
+
+double median(std::vector<double> v) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Smooth moving gradients plus a little noise: uint8 [n, h, w, 3].
+at::Tensor synthetic_frames(int64_t n, int64_t h, int64_t w) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1234);
+  auto y = at::arange(h, at::kFloat).view({1, h, 1, 1}) / h;
+  auto x = at::arange(w, at::kFloat).view({1, 1, w, 1}) / w;
+  auto t = at::arange(n, at::kFloat).view({n, 1, 1, 1}) / 30.0;
+  auto c = at::arange(3, at::kFloat).view({1, 1, 1, 3});
+  auto v = 127.5 + 100.0 * at::sin(6.0 * x + 4.0 * y + 2.0 * t + c) + 20.0 * at::randn({n, h, w, 3}, gen);
+  return v.clamp(0, 255).to(at::kByte);
+}
+
+struct Flops {
+  double linear = 0, attention = 0, cross = 0, lq = 0, decoder = 0;
+  double total() const { return linear + attention + cross + lq + decoder; }
+};
+
+// FLOPs of one steady chunk (2 latent frames, 8 output frames) of a Hp x Wp (padded) stream.
+Flops steady_chunk_flops(const ModelConfig& c, int64_t Hp, int64_t Wp, const AttentionPlan& plan) {
+  Flops f;
+  const double d = static_cast<double>(c.dit.dim), ffn = static_cast<double>(c.dit.ffn_dim);
+  const double layers = static_cast<double>(c.dit.layers);
+  const double h = static_cast<double>(Hp / 16), w = static_cast<double>(Wp / 16);
+  const double tokens = 2 * h * w;
+  f.linear = layers * tokens * 2.0 * (6.0 * d * d + 2.0 * d * ffn);
+  f.cross = layers * tokens * 4.0 * static_cast<double>(c.context_len) * d;
+  // Selected key windows: at most top-k per (head, query slice); upper bound for the estimate.
+  const double ws = static_cast<double>((Hp / 128) * (Wp / 128));
+  const double selected = std::min<double>(static_cast<double>(plan.topk + 1), ws * ws * 4.0);
+  f.attention = layers * static_cast<double>(c.dit.heads) * selected * 4.0 * 128.0 * 128.0 * 128.0;
+  const double h1 = static_cast<double>(c.lq_proj.hidden1), h2 = static_cast<double>(c.lq_proj.hidden2);
+  f.lq = 2 /*clips*/ * h * w * (2 * 2.0 * 768 * 36 * h1 + 2.0 * h1 * 36 * h2 + 2.0 * h2 * d);
+  const auto& ch = c.decoder.channels;
+  auto conv = [](double cin, double cout, double k, double px) { return 2.0 * cin * cout * k * px; };
+  double dec = 0;
+  double px = (Hp / 8.0) * (Wp / 8.0), frames = 2;
+  dec += frames * (conv(784, ch[0], 9, px) + conv(ch[0], ch[0], 9, px) + 3 * (conv(2 * ch[0], ch[0], 9, px) + 2 * conv(ch[0], ch[0], 9, px)));
+  px *= 4;
+  dec += frames * (conv(ch[0], ch[0], 1, px) + conv(ch[0], ch[1], 9, px) + 3 * (conv(2 * ch[1], ch[1], 9, px) + 2 * conv(ch[1], ch[1], 9, px)));
+  px *= 4;
+  dec += frames * conv(ch[1], 2 * ch[1], 1, px);
+  frames *= 2;
+  dec += frames * (conv(ch[1], ch[2], 9, px) + 3 * (conv(2 * ch[2], ch[2], 9, px) + 2 * conv(ch[2], ch[2], 9, px)));
+  px *= 4;
+  dec += frames * conv(ch[2], 2 * ch[2], 1, px);
+  frames *= 2;
+  dec += frames * (conv(ch[2], ch[3], 9, px) + conv(ch[3], ch[3], 9, px) + conv(ch[3], 3, 9, px));
+  f.decoder = dec;
+  return f;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    cli::Args args(argc, argv,
+                   {"model", "preset", "device", "precision", "width", "height", "scale", "frames", "sparse-ratio",
+                    "local-range", "kv-ratio", "color-fix", "attention", "decoder-group", "model-version", "seed"},
+                   {"help"});
+    if (args.has("help")) {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    c10::InferenceMode inference;
+    const at::Device device = parse_device(args.str("device", "cuda"));
+    check_device(device);
+    LoadOptions lo;
+    lo.device = device;
+    lo.dtype = parse_dtype(args.str("precision", device.is_cuda() ? "bf16" : "fp32"));
+    const auto t_load = Clock::now();
+    std::shared_ptr<const Model> model;
+    if (args.has("model")) {
+      model = Model::load(args.str("model", ""), lo);
+    } else {
+      model = Model::from_tensors(make_random_model(ModelSpec::preset(args.str("preset", "full")), 0, lo.dtype), lo,
+                                  "<random " + args.str("preset", "full") + ">");
+    }
+    const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
+
+    StreamOptions so;
+    const int64_t out_w = args.integer("width", 1408), out_h = args.integer("height", 768);
+    so.scale = args.num("scale", 4.0);
+    so.in_width = std::max<int64_t>(1, static_cast<int64_t>(std::llround(out_w / so.scale)));
+    so.in_height = std::max<int64_t>(1, static_cast<int64_t>(std::llround(out_h / so.scale)));
+    so.out_width = out_w;
+    so.out_height = out_h;
+    so.sparse_ratio = args.num("sparse-ratio", 2.0);
+    so.local_range = args.integer("local-range", 11);
+    so.kv_ratio = args.num("kv-ratio", 3.0);
+    so.color_fix = parse_color_fix(args.str("color-fix", "adain"));
+    so.attention = parse_attention_backend(args.str("attention", "auto"));
+    so.decoder_group = args.integer("decoder-group", 1);
+    so.lq_version = parse_lq_version(args.str("model-version", "1.1"));
+    so.seed = static_cast<uint64_t>(args.integer("seed", 0));
+    const int64_t n = std::max<int64_t>(1, args.integer("frames", 101));
+    const auto frames = synthetic_frames(n, so.in_height, so.in_width);
+
+    Stream stream(model, so);
+    // Device events per stage (CUDA), or host wall clock (CPU).
+    const bool on_cuda = device.is_cuda();
+    c10::Stream dstream = on_cuda ? c10::impl::getDeviceGuardImpl(device.type())->getStream(device)
+                                  : c10::Stream(c10::Stream::DEFAULT, device);
+    struct Mark {
+      std::unique_ptr<c10::Event> begin, end;
+      Clock::time_point b, e;
+    };
+    std::map<Stage, std::vector<Mark>> marks;
+    stream.set_stage_hook([&](Stage s, bool begin) {
+      auto& v = marks[s];
+      if (begin) v.emplace_back();
+      Mark& m = v.back();
+      if (on_cuda) {
+        auto& ev = begin ? m.begin : m.end;
+        ev = std::make_unique<c10::Event>(device.type(), c10::EventFlag::BACKEND_DEFAULT);
+        ev->record(dstream);
+      }
+      (begin ? m.b : m.e) = Clock::now();
+    });
+
+    auto sync = [&] {
+      if (on_cuda) dstream.synchronize();
+    };
+    // Warm-up: one stream of 41 frames (chunk 0 and two steady chunks), then a fresh one.
+    for (int64_t i = 0; i < std::min<int64_t>(41, n); ++i) stream.push(frames.narrow(0, i, 1)).cpu();
+    stream.finish().cpu();
+    sync();
+    stream.reset();
+    marks.clear();
+    if (on_cuda) c10::getDeviceAllocator(device.type())->resetPeakStats(device.index());
+
+    std::vector<double> chunk_s;  // wall time between consecutive output batches (steady chunks)
+    double latency_s = NAN;
+    int64_t produced = 0;
+    const auto t0 = Clock::now();
+    auto last = t0;
+    for (int64_t i = 0; i < n; ++i) {
+      const auto tp = Clock::now();
+      auto out = stream.push(frames.narrow(0, i, 1)).cpu();  // the download synchronises, as an element must
+      const auto te = Clock::now();
+      if (out.size(0) > 0) {
+        if (produced == 0) latency_s = std::chrono::duration<double>(te - tp).count();
+        else chunk_s.push_back(std::chrono::duration<double>(te - last).count());
+        produced += out.size(0);
+        last = te;
+      }
+    }
+    produced += stream.finish().cpu().size(0);
+    sync();
+    const double total_s = std::chrono::duration<double>(Clock::now() - t0).count();
+
+    std::map<std::string, double> stage_ms;
+    for (auto& [stage, v] : marks) {
+      std::vector<double> ms;
+      for (auto& m : v) {
+        if (on_cuda && m.begin && m.end) ms.push_back(m.begin->elapsedTime(*m.end));
+        else ms.push_back(std::chrono::duration<double, std::milli>(m.e - m.b).count());
+      }
+      // Preprocess runs per pushed frame: report per chunk of 8 frames; the rest once per chunk.
+      double med = median(std::vector<double>(ms.begin() + (ms.size() > 2 ? 1 : 0), ms.end()));
+      stage_ms[stage_name(stage)] = stage == Stage::Preprocess ? med * 8 : med;
+    }
+    double peak_alloc = NAN, peak_reserved = NAN;
+    if (on_cuda) {
+      auto st = c10::getDeviceAllocator(device.type())->getDeviceStats(device.index());
+      peak_alloc = static_cast<double>(st.allocated_bytes[0].peak) / (1 << 30);
+      peak_reserved = static_cast<double>(st.reserved_bytes[0].peak) / (1 << 30);
+    }
+    const double steady = median(chunk_s);
+    const Flops fl = steady_chunk_flops(model->config(), stream.padded_height(), stream.padded_width(),
+                                        AttentionPlan::make({so.sparse_ratio > 0 ? topk_ratio_for(so.sparse_ratio, stream.padded_height(), stream.padded_width()) : 1.0,
+                                                             so.local_range, static_cast<int64_t>(so.kv_ratio), so.attention},
+                                                            stream.padded_height() / 128, stream.padded_width() / 128, at::kCPU));
+    std::ostringstream j;
+    j.precision(4);
+    j << "{\"device\":\"" << device.str() << "\",\"precision\":\"" << dtype_name(lo.dtype) << "\",\"model\":\""
+      << model->dir() << "\",\"output\":\"" << out_w << "x" << out_h << "\",\"input\":\"" << so.in_width << "x"
+      << so.in_height << "\",\"padded\":\"" << stream.padded_width() << "x" << stream.padded_height()
+      << "\",\"sparse_ratio\":" << so.sparse_ratio << ",\"local_range\":" << so.local_range << ",\"kv_ratio\":"
+      << so.kv_ratio << ",\"color_fix\":\"" << color_fix_name(so.color_fix) << "\",\"attention\":\""
+      << attention_backend_name(so.attention) << "\",\"frames\":" << n << ",\"frames_out\":" << produced
+      << ",\"load_s\":" << load_s << ",\"steady_fps\":" << 8.0 / steady << ",\"steady_chunk_ms\":" << steady * 1e3
+      << ",\"overall_fps\":" << n / total_s << ",\"latency_first_output_s\":" << latency_s
+      << ",\"peak_alloc_gib\":" << peak_alloc << ",\"peak_reserved_gib\":" << peak_reserved << ",\"stage_ms\":{";
+    bool first = true;
+    for (auto& [k, v] : stage_ms) {
+      j << (first ? "" : ",") << "\"" << k << "\":" << v;
+      first = false;
+    }
+    j << "},\"chunk_tflop\":{\"dit_linear\":" << fl.linear / 1e12 << ",\"self_attention_max\":" << fl.attention / 1e12
+      << ",\"cross_attention\":" << fl.cross / 1e12 << ",\"lq_proj\":" << fl.lq / 1e12 << ",\"decoder\":" << fl.decoder / 1e12
+      << ",\"total\":" << fl.total() / 1e12 << "},\"achieved_tflops\":" << fl.total() / 1e12 / steady << "}";
+    std::printf("%s\n", j.str().c_str());
+    return produced == n ? 0 : 1;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "flashvsr-bench: %s\n", e.what());
+    return 1;
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "flashvsr-bench: %s\n", e.what_without_backtrace());
+    return 1;
+  }
+}
