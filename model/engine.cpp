@@ -8,12 +8,9 @@
 
 #include <chrono>
 #include <cmath>
-#include <filesystem>
 #include <sstream>
 
 namespace flashvsr {
-
-namespace fs = std::filesystem;
 
 at::Device parse_device(const std::string& text) {
   if (text == "cpu") return at::Device(at::kCPU);
@@ -71,20 +68,18 @@ void check_load_options(const LoadOptions& o) {
     throw Error(Error::Kind::BadSettings, "unsupported compute dtype " + std::string(c10::toString(o.dtype)));
 }
 
-std::string join_path(const std::string& dir, const char* name) { return (fs::path(dir) / name).string(); }
 
 }  // namespace
 
 std::shared_ptr<const Model> Model::load(const std::string& dir, const LoadOptions& o) {
   c10::InferenceMode inference;
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) throw Error(Error::Kind::NotFound, "model directory '" + dir + "' does not exist");
+  if (!is_directory(dir)) throw Error(Error::Kind::NotFound, "model directory '" + dir + "' does not exist");
   check_load_options(o);
   const std::string prompt_path = join_path(dir, ReleaseLayout::kPrompt);
   WeightFile dit = WeightFile::open(join_path(dir, ReleaseLayout::kDit));
   WeightFile lq = WeightFile::open(join_path(dir, ReleaseLayout::kLqProj));
   WeightFile dec = WeightFile::open(join_path(dir, ReleaseLayout::kDecoder));
-  if (!fs::is_regular_file(prompt_path, ec)) throw Error(Error::Kind::NotFound, prompt_path + ": no such file");
+  if (!is_regular_file(prompt_path)) throw Error(Error::Kind::NotFound, prompt_path + ": no such file");
   at::Tensor prompt = read_torch_tensor(prompt_path);
   return build(dir, std::move(dit), std::move(lq), std::move(dec), prompt_path, prompt, o);
 }

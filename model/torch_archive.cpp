@@ -250,8 +250,8 @@ class ZipReader {
       }
     }
     if (found < 0)
-      bad(path_, "no zip end-of-central-directory record (not a torch.save zip archive; the legacy "
-                 "pre-1.6 format is not supported)");
+      bad(path_, "no zip end-of-central-directory record: the file is truncated or is not a torch.save zip "
+                 "archive (the legacy pre-1.6 format is not supported)");
     const uint64_t eocd_pos = size - tail_len + static_cast<uint64_t>(found);
     Cursor c(path_, tail.data() + found, 22, "end-of-central-directory record");
     c.u32();

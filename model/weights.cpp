@@ -3,15 +3,13 @@
 
 #include "torch_archive.h"
 
-#include <filesystem>
 
 namespace flashvsr {
 
 WeightFile::WeightFile(std::string path, TensorMap tensors) : path_(std::move(path)), tensors_(std::move(tensors)) {}
 
 WeightFile WeightFile::open(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec))
+  if (!is_regular_file(path))
     throw Error(Error::Kind::NotFound, path + ": no such file");
   const bool is_safetensors = path.size() >= 12 && path.compare(path.size() - 12, 12, ".safetensors") == 0;
   return WeightFile(path, is_safetensors ? read_safetensors(path) : read_torch_state_dict(path));

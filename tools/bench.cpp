@@ -26,9 +26,25 @@ namespace {
 
 const char* kUsage =
     "usage: flashvsr-bench [--model DIR | --preset full|tiny] [--device cuda|cpu|cuda:N] [--precision bf16|fp16|fp32]\n"
-    "       [--width 1408 --height 768 (output)] [--scale 4] [--frames 101] [--sparse-ratio 2.0]\n"
-    "       [--local-range 11] [--kv-ratio 3.0] [--color-fix adain] [--attention auto|reference|cuda]\n"
-    "       [--decoder-group 1] [--model-version 1.1] [--seed 0]\n";
+    "       [--sizes 1408x768,1920x1080 (output sizes)] [--scale 4] [--frames 101] [--sparse-ratio 2.0]\n"
+    "       [--local-range 11] [--kv-ratio 3.0] [--color-fix adain] [--attention auto,reference,cuda]\n"
+    "       [--decoder-group 1] [--model-version 1.1] [--seed 0]\n"
+    "One JSON line per (size, attention backend); the model is built or loaded once.\n";
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char ch : s) {
+    if (ch == sep) {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += ch;
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
 
 double median(std::vector<double> v) {
   if (v.empty()) return NAN;
@@ -87,12 +103,131 @@ Flops steady_chunk_flops(const ModelConfig& c, int64_t Hp, int64_t Wp, const Att
   return f;
 }
 
+bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args, int64_t out_w, int64_t out_h,
+                AttentionBackend attention, double load_s) {
+  const at::Device device = model->device();
+  StreamOptions so;
+  so.scale = args.num("scale", 4.0);
+  so.in_width = std::max<int64_t>(1, static_cast<int64_t>(std::llround(out_w / so.scale)));
+  so.in_height = std::max<int64_t>(1, static_cast<int64_t>(std::llround(out_h / so.scale)));
+  so.out_width = out_w;
+  so.out_height = out_h;
+  so.sparse_ratio = args.num("sparse-ratio", 2.0);
+  so.local_range = args.integer("local-range", 11);
+  so.kv_ratio = args.num("kv-ratio", 3.0);
+  so.color_fix = parse_color_fix(args.str("color-fix", "adain"));
+  so.attention = attention;
+  so.decoder_group = args.integer("decoder-group", 1);
+  so.lq_version = parse_lq_version(args.str("model-version", "1.1"));
+  so.seed = static_cast<uint64_t>(args.integer("seed", 0));
+  const int64_t n = std::max<int64_t>(1, args.integer("frames", 101));
+  const auto frames = synthetic_frames(n, so.in_height, so.in_width);
+
+  Stream stream(model, so);
+  // Device events per stage (CUDA), or host wall clock (CPU).
+  const bool on_cuda = device.is_cuda();
+  c10::Stream dstream = on_cuda ? c10::impl::getDeviceGuardImpl(device.type())->getStream(device)
+                                : c10::Stream(c10::Stream::DEFAULT, device);
+  struct Mark {
+    std::unique_ptr<c10::Event> begin, end;
+    Clock::time_point b, e;
+  };
+  std::map<Stage, std::vector<Mark>> marks;
+  stream.set_stage_hook([&](Stage s, bool begin) {
+    auto& v = marks[s];
+    if (begin) v.emplace_back();
+    Mark& m = v.back();
+    if (on_cuda) {
+      auto& ev = begin ? m.begin : m.end;
+      ev = std::make_unique<c10::Event>(device.type(), c10::EventFlag::BACKEND_DEFAULT);
+      ev->record(dstream);
+    }
+    (begin ? m.b : m.e) = Clock::now();
+  });
+
+  auto sync = [&] {
+    if (on_cuda) dstream.synchronize();
+  };
+  // Warm-up: one stream of 41 frames (chunk 0 and two steady chunks), then a fresh one.
+  for (int64_t i = 0; i < std::min<int64_t>(41, n); ++i) stream.push(frames.narrow(0, i, 1)).cpu();
+  stream.finish().cpu();
+  sync();
+  stream.reset();
+  marks.clear();
+  if (on_cuda) c10::getDeviceAllocator(device.type())->resetPeakStats(device.index());
+
+  std::vector<double> chunk_s;  // wall time between consecutive output batches (steady chunks)
+  double latency_s = NAN;
+  int64_t produced = 0;
+  const auto t0 = Clock::now();
+  auto last = t0;
+  for (int64_t i = 0; i < n; ++i) {
+    const auto tp = Clock::now();
+    auto out = stream.push(frames.narrow(0, i, 1)).cpu();  // the download synchronises, as an element must
+    const auto te = Clock::now();
+    if (out.size(0) > 0) {
+      if (produced == 0) latency_s = std::chrono::duration<double>(te - tp).count();
+      else chunk_s.push_back(std::chrono::duration<double>(te - last).count());
+      produced += out.size(0);
+      last = te;
+    }
+  }
+  produced += stream.finish().cpu().size(0);
+  sync();
+  const double total_s = std::chrono::duration<double>(Clock::now() - t0).count();
+
+  std::map<std::string, double> stage_ms;
+  for (auto& [stage, v] : marks) {
+    std::vector<double> ms;
+    for (auto& m : v) {
+      if (on_cuda && m.begin && m.end) ms.push_back(m.begin->elapsedTime(*m.end));
+      else ms.push_back(std::chrono::duration<double, std::milli>(m.e - m.b).count());
+    }
+    // Preprocess runs per pushed frame: report per chunk of 8 frames; the rest once per chunk.
+    double med = median(std::vector<double>(ms.begin() + (ms.size() > 2 ? 1 : 0), ms.end()));
+    stage_ms[stage_name(stage)] = stage == Stage::Preprocess ? med * 8 : med;
+  }
+  double peak_alloc = NAN, peak_reserved = NAN;
+  if (on_cuda) {
+    auto st = c10::getDeviceAllocator(device.type())->getDeviceStats(device.index());
+    peak_alloc = static_cast<double>(st.allocated_bytes[0].peak) / (1 << 30);
+    peak_reserved = static_cast<double>(st.reserved_bytes[0].peak) / (1 << 30);
+  }
+  const double steady = median(chunk_s);
+  const Flops fl = steady_chunk_flops(model->config(), stream.padded_height(), stream.padded_width(),
+                                      AttentionPlan::make({so.sparse_ratio > 0 ? topk_ratio_for(so.sparse_ratio, stream.padded_height(), stream.padded_width()) : 1.0,
+                                                           so.local_range, static_cast<int64_t>(so.kv_ratio), so.attention},
+                                                          stream.padded_height() / 128, stream.padded_width() / 128, at::kCPU));
+  std::ostringstream j;
+  j.precision(4);
+  j << "{\"device\":\"" << device.str() << "\",\"precision\":\"" << dtype_name(model->dtype()) << "\",\"model\":\""
+    << model->dir() << "\",\"output\":\"" << out_w << "x" << out_h << "\",\"input\":\"" << so.in_width << "x"
+    << so.in_height << "\",\"padded\":\"" << stream.padded_width() << "x" << stream.padded_height()
+    << "\",\"sparse_ratio\":" << so.sparse_ratio << ",\"local_range\":" << so.local_range << ",\"kv_ratio\":"
+    << so.kv_ratio << ",\"color_fix\":\"" << color_fix_name(so.color_fix) << "\",\"attention\":\""
+    << attention_backend_name(so.attention) << "\",\"frames\":" << n << ",\"frames_out\":" << produced
+    << ",\"load_s\":" << load_s << ",\"steady_fps\":" << 8.0 / steady << ",\"steady_chunk_ms\":" << steady * 1e3
+    << ",\"overall_fps\":" << n / total_s << ",\"latency_first_output_s\":" << latency_s
+    << ",\"peak_alloc_gib\":" << peak_alloc << ",\"peak_reserved_gib\":" << peak_reserved << ",\"stage_ms\":{";
+  bool first = true;
+  for (auto& [k, v] : stage_ms) {
+    j << (first ? "" : ",") << "\"" << k << "\":" << v;
+    first = false;
+  }
+  j << "},\"chunk_tflop\":{\"dit_linear\":" << fl.linear / 1e12 << ",\"self_attention_max\":" << fl.attention / 1e12
+    << ",\"cross_attention\":" << fl.cross / 1e12 << ",\"lq_proj\":" << fl.lq / 1e12 << ",\"decoder\":" << fl.decoder / 1e12
+    << ",\"total\":" << fl.total() / 1e12 << "},\"achieved_tflops\":" << fl.total() / 1e12 / steady << "}";
+  std::printf("%s\n", j.str().c_str());
+  std::fflush(stdout);
+  return produced == n;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
     cli::Args args(argc, argv,
-                   {"model", "preset", "device", "precision", "width", "height", "scale", "frames", "sparse-ratio",
+                   {"model", "preset", "device", "precision", "sizes", "scale", "frames", "sparse-ratio",
                     "local-range", "kv-ratio", "color-fix", "attention", "decoder-group", "model-version", "seed"},
                    {"help"});
     if (args.has("help")) {
@@ -115,120 +250,29 @@ int main(int argc, char** argv) {
     }
     const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
 
-    StreamOptions so;
-    const int64_t out_w = args.integer("width", 1408), out_h = args.integer("height", 768);
-    so.scale = args.num("scale", 4.0);
-    so.in_width = std::max<int64_t>(1, static_cast<int64_t>(std::llround(out_w / so.scale)));
-    so.in_height = std::max<int64_t>(1, static_cast<int64_t>(std::llround(out_h / so.scale)));
-    so.out_width = out_w;
-    so.out_height = out_h;
-    so.sparse_ratio = args.num("sparse-ratio", 2.0);
-    so.local_range = args.integer("local-range", 11);
-    so.kv_ratio = args.num("kv-ratio", 3.0);
-    so.color_fix = parse_color_fix(args.str("color-fix", "adain"));
-    so.attention = parse_attention_backend(args.str("attention", "auto"));
-    so.decoder_group = args.integer("decoder-group", 1);
-    so.lq_version = parse_lq_version(args.str("model-version", "1.1"));
-    so.seed = static_cast<uint64_t>(args.integer("seed", 0));
-    const int64_t n = std::max<int64_t>(1, args.integer("frames", 101));
-    const auto frames = synthetic_frames(n, so.in_height, so.in_width);
-
-    Stream stream(model, so);
-    // Device events per stage (CUDA), or host wall clock (CPU).
-    const bool on_cuda = device.is_cuda();
-    c10::Stream dstream = on_cuda ? c10::impl::getDeviceGuardImpl(device.type())->getStream(device)
-                                  : c10::Stream(c10::Stream::DEFAULT, device);
-    struct Mark {
-      std::unique_ptr<c10::Event> begin, end;
-      Clock::time_point b, e;
-    };
-    std::map<Stage, std::vector<Mark>> marks;
-    stream.set_stage_hook([&](Stage s, bool begin) {
-      auto& v = marks[s];
-      if (begin) v.emplace_back();
-      Mark& m = v.back();
-      if (on_cuda) {
-        auto& ev = begin ? m.begin : m.end;
-        ev = std::make_unique<c10::Event>(device.type(), c10::EventFlag::BACKEND_DEFAULT);
-        ev->record(dstream);
-      }
-      (begin ? m.b : m.e) = Clock::now();
-    });
-
-    auto sync = [&] {
-      if (on_cuda) dstream.synchronize();
-    };
-    // Warm-up: one stream of 41 frames (chunk 0 and two steady chunks), then a fresh one.
-    for (int64_t i = 0; i < std::min<int64_t>(41, n); ++i) stream.push(frames.narrow(0, i, 1)).cpu();
-    stream.finish().cpu();
-    sync();
-    stream.reset();
-    marks.clear();
-    if (on_cuda) c10::getDeviceAllocator(device.type())->resetPeakStats(device.index());
-
-    std::vector<double> chunk_s;  // wall time between consecutive output batches (steady chunks)
-    double latency_s = NAN;
-    int64_t produced = 0;
-    const auto t0 = Clock::now();
-    auto last = t0;
-    for (int64_t i = 0; i < n; ++i) {
-      const auto tp = Clock::now();
-      auto out = stream.push(frames.narrow(0, i, 1)).cpu();  // the download synchronises, as an element must
-      const auto te = Clock::now();
-      if (out.size(0) > 0) {
-        if (produced == 0) latency_s = std::chrono::duration<double>(te - tp).count();
-        else chunk_s.push_back(std::chrono::duration<double>(te - last).count());
-        produced += out.size(0);
-        last = te;
+    bool all_ok = true;
+    for (const auto& size : split(args.str("sizes", "1408x768"), ',')) {
+      const auto wh = split(size, 'x');
+      if (wh.size() != 2) throw Error(Error::Kind::BadSettings, "size '" + size + "': expected WIDTHxHEIGHT");
+      const int64_t out_w = std::stoll(wh[0]), out_h = std::stoll(wh[1]);
+      for (const auto& backend : split(args.str("attention", "auto"), ',')) {
+        const AttentionBackend attention = parse_attention_backend(backend);
+        try {
+          all_ok &= run_config(model, args, out_w, out_h, attention, load_s);
+        } catch (const Error& e) {
+          std::printf("{\"output\":\"%lldx%lld\",\"attention\":\"%s\",\"error\":\"%s\"}\n", (long long)out_w,
+                      (long long)out_h, backend.c_str(), e.what());
+          all_ok = false;
+        } catch (const c10::Error& e) {
+          std::printf("{\"output\":\"%lldx%lld\",\"attention\":\"%s\",\"error\":\"%s\"}\n", (long long)out_w,
+                      (long long)out_h, backend.c_str(), e.what_without_backtrace());
+          all_ok = false;
+        }
+        std::fflush(stdout);
+        if (model->device().is_cuda()) c10::getDeviceAllocator(model->device().type())->emptyCache();
       }
     }
-    produced += stream.finish().cpu().size(0);
-    sync();
-    const double total_s = std::chrono::duration<double>(Clock::now() - t0).count();
-
-    std::map<std::string, double> stage_ms;
-    for (auto& [stage, v] : marks) {
-      std::vector<double> ms;
-      for (auto& m : v) {
-        if (on_cuda && m.begin && m.end) ms.push_back(m.begin->elapsedTime(*m.end));
-        else ms.push_back(std::chrono::duration<double, std::milli>(m.e - m.b).count());
-      }
-      // Preprocess runs per pushed frame: report per chunk of 8 frames; the rest once per chunk.
-      double med = median(std::vector<double>(ms.begin() + (ms.size() > 2 ? 1 : 0), ms.end()));
-      stage_ms[stage_name(stage)] = stage == Stage::Preprocess ? med * 8 : med;
-    }
-    double peak_alloc = NAN, peak_reserved = NAN;
-    if (on_cuda) {
-      auto st = c10::getDeviceAllocator(device.type())->getDeviceStats(device.index());
-      peak_alloc = static_cast<double>(st.allocated_bytes[0].peak) / (1 << 30);
-      peak_reserved = static_cast<double>(st.reserved_bytes[0].peak) / (1 << 30);
-    }
-    const double steady = median(chunk_s);
-    const Flops fl = steady_chunk_flops(model->config(), stream.padded_height(), stream.padded_width(),
-                                        AttentionPlan::make({so.sparse_ratio > 0 ? topk_ratio_for(so.sparse_ratio, stream.padded_height(), stream.padded_width()) : 1.0,
-                                                             so.local_range, static_cast<int64_t>(so.kv_ratio), so.attention},
-                                                            stream.padded_height() / 128, stream.padded_width() / 128, at::kCPU));
-    std::ostringstream j;
-    j.precision(4);
-    j << "{\"device\":\"" << device.str() << "\",\"precision\":\"" << dtype_name(lo.dtype) << "\",\"model\":\""
-      << model->dir() << "\",\"output\":\"" << out_w << "x" << out_h << "\",\"input\":\"" << so.in_width << "x"
-      << so.in_height << "\",\"padded\":\"" << stream.padded_width() << "x" << stream.padded_height()
-      << "\",\"sparse_ratio\":" << so.sparse_ratio << ",\"local_range\":" << so.local_range << ",\"kv_ratio\":"
-      << so.kv_ratio << ",\"color_fix\":\"" << color_fix_name(so.color_fix) << "\",\"attention\":\""
-      << attention_backend_name(so.attention) << "\",\"frames\":" << n << ",\"frames_out\":" << produced
-      << ",\"load_s\":" << load_s << ",\"steady_fps\":" << 8.0 / steady << ",\"steady_chunk_ms\":" << steady * 1e3
-      << ",\"overall_fps\":" << n / total_s << ",\"latency_first_output_s\":" << latency_s
-      << ",\"peak_alloc_gib\":" << peak_alloc << ",\"peak_reserved_gib\":" << peak_reserved << ",\"stage_ms\":{";
-    bool first = true;
-    for (auto& [k, v] : stage_ms) {
-      j << (first ? "" : ",") << "\"" << k << "\":" << v;
-      first = false;
-    }
-    j << "},\"chunk_tflop\":{\"dit_linear\":" << fl.linear / 1e12 << ",\"self_attention_max\":" << fl.attention / 1e12
-      << ",\"cross_attention\":" << fl.cross / 1e12 << ",\"lq_proj\":" << fl.lq / 1e12 << ",\"decoder\":" << fl.decoder / 1e12
-      << ",\"total\":" << fl.total() / 1e12 << "},\"achieved_tflops\":" << fl.total() / 1e12 / steady << "}";
-    std::printf("%s\n", j.str().c_str());
-    return produced == n ? 0 : 1;
+    return all_ok ? 0 : 1;
   } catch (const Error& e) {
     std::fprintf(stderr, "flashvsr-bench: %s\n", e.what());
     return 1;
