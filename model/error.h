@@ -35,10 +35,5 @@ using LogFn = std::function<void(LogLevel, const std::string&)>;
 // "[1, 16, 6, 32, 32]"
 std::string shape_string(const std::vector<int64_t>& shape);
 
-// POSIX file queries. (Not std::filesystem: LibTorch exports its own copies of those symbols, and in a
-// dlopen'ed plugin they can win symbol resolution over libstdc++'s.)
-bool is_directory(const std::string& path);
-bool is_regular_file(const std::string& path);
-std::string join_path(const std::string& dir, const std::string& name);
 
 }  // namespace flashvsr

@@ -143,8 +143,11 @@ at::Tensor reference_attention(const at::Tensor& q_w, const at::Tensor& k_w, con
 
 at::Tensor block_sparse_attention(const at::Tensor& q_w, const at::Tensor& k_w, const at::Tensor& v_w,
                                   const at::Tensor& mask, int64_t heads, AttentionBackend backend) {
+  // The kernel computes in bf16/fp16 tensor cores; fp32 streams (parity, tests) use the exact reference.
   if (backend == AttentionBackend::Auto)
-    backend = (q_w.is_cuda() && cuda_attention_available()) ? AttentionBackend::Cuda : AttentionBackend::Reference;
+    backend = (q_w.is_cuda() && q_w.scalar_type() != at::kFloat && cuda_attention_available())
+                  ? AttentionBackend::Cuda
+                  : AttentionBackend::Reference;
   if (backend == AttentionBackend::Cuda) {
 #if FLASHVSR_CUDA_KERNELS
     if (!q_w.is_cuda()) throw Error(Error::Kind::BadSettings, "attention backend 'cuda' needs a CUDA device");

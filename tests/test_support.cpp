@@ -1,46 +1,48 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "test_support.h"
 
+#include "file_util.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
-
-namespace fs = std::filesystem;
 
 namespace flashvsr::test {
 
 std::string fixtures_dir() {
   if (const char* env = std::getenv("FLASHVSR_FIXTURES"); env && *env) return env;
   if (const char* src = std::getenv("FLASHVSR_SOURCE_ROOT"); src && *src)
-    return (fs::path(src) / ".." / "shared" / "fixtures").lexically_normal().string();
+    return join_path(src, "../shared/fixtures");
   return "../shared/fixtures";
 }
 
 std::vector<std::string> fixture_dirs() {
   std::vector<std::string> dirs;
-  std::error_code ec;
-  if (!fs::is_directory(fixtures_dir(), ec)) return dirs;
-  for (const auto& entry : fs::directory_iterator(fixtures_dir(), ec))
-    if (entry.is_directory() && fs::exists(entry.path() / "params.json")) dirs.push_back(entry.path().string());
-  std::sort(dirs.begin(), dirs.end());
+  for (const auto& name : list_directory(fixtures_dir())) {
+    const std::string dir = join_path(fixtures_dir(), name);
+    if (is_directory(dir) && is_regular_file(join_path(dir, "params.json"))) dirs.push_back(dir);
+  }
   return dirs;
 }
 
 std::string scratch_dir(const std::string& name) {
-  fs::path base;
+  std::string base;
   if (const char* b = std::getenv("FLASHVSR_BUILD_ROOT"); b && *b)
-    base = fs::path(b) / "test-scratch";
+    base = join_path(b, "test-scratch");
   else
-    base = fs::temp_directory_path() / "flashvsr-test-scratch";
-  fs::path dir = base / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
+    base = "/tmp/flashvsr-test-scratch-" + std::to_string(::getuid());
+  const std::string dir = join_path(base, name);
+  std::string error;
+  if (!remove_tree(dir) || !make_directories(dir, &error))
+    throw std::runtime_error("cannot make scratch directory " + dir + ": " + error);
+  return dir;
 }
 
 int run_command(const std::string& command, std::string* out) {
@@ -61,7 +63,7 @@ std::string python_with_torch() {
   if (const char* home = std::getenv("HOME"); home && *home)
     candidates.push_back(std::string(home) + "/.cache/gst-flashvsr/venv/bin/python");
   for (const auto& py : candidates) {
-    if (!fs::exists(py)) continue;
+    if (!path_exists(py)) continue;
     if (run_command("'" + py + "' -c 'import torch' >/dev/null 2>&1") == 0) return py;
   }
   return "";

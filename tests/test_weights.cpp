@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // Strict weight binding and model loading: configs inferred from shapes, and every defect named.
 #include "engine.h"
+#include "file_util.h"
 #include "json.h"
 #include "model_maker.h"
 #include "test_support.h"
@@ -10,10 +11,8 @@
 
 #include <c10/core/InferenceMode.h>
 
-#include <filesystem>
 
 using namespace flashvsr;
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -145,7 +144,7 @@ TEST(ModelLoad, MissingDirectoryOrFileIsNotFoundNamingThePath) {
 
   const std::string dir = test::scratch_dir("weights-missing-file");
   write_model_dir(dir, make_random_model(ModelSpec::tiny(), 3));
-  fs::remove(fs::path(dir) / ReleaseLayout::kDecoder);
+  remove_tree(join_path(dir, ReleaseLayout::kDecoder));
   e = error_of([&] { Model::load(dir, LoadOptions{}); }, &kind);
   EXPECT_EQ(kind, Error::Kind::NotFound);
   expect_contains(e, ReleaseLayout::kDecoder);
@@ -207,7 +206,7 @@ TEST(ModelLoad, CorruptFileIsAnErrorNamingIt) {
   c10::InferenceMode guard;
   const std::string dir = test::scratch_dir("weights-corrupt");
   write_model_dir(dir, make_random_model(ModelSpec::tiny(), 3));
-  const std::string path = (fs::path(dir) / ReleaseLayout::kLqProj).string();
+  const std::string path = join_path(dir, ReleaseLayout::kLqProj);
   const std::string bytes = test::read_file(path);
   test::write_file(path, bytes.substr(0, bytes.size() / 2));
   std::string e = error_of([&] { Model::load(dir, LoadOptions{}); });

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "model_maker.h"
 
+#include "file_util.h"
 #include "torch_archive.h"
 
 #include <cmath>
-#include <filesystem>
 
 namespace flashvsr {
 
@@ -145,14 +145,13 @@ ModelTensors make_random_model(const ModelSpec& s, uint64_t seed, at::ScalarType
 }
 
 void write_model_dir(const std::string& dir, const ModelTensors& t) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) throw Error(Error::Kind::NotFound, "cannot create model directory '" + dir + "': " + ec.message());
-  write_safetensors((fs::path(dir) / ReleaseLayout::kDit).string(), t.dit);
-  write_torch_state_dict((fs::path(dir) / ReleaseLayout::kLqProj).string(), t.lq_proj, /*as_state_dict=*/false);
-  write_torch_state_dict((fs::path(dir) / ReleaseLayout::kDecoder).string(), t.decoder, /*as_state_dict=*/true);
-  write_torch_tensor((fs::path(dir) / ReleaseLayout::kPrompt).string(), t.prompt);
+  std::string error;
+  if (!make_directories(dir, &error))
+    throw Error(Error::Kind::NotFound, "cannot create model directory '" + dir + "': " + error);
+  write_safetensors(join_path(dir, ReleaseLayout::kDit), t.dit);
+  write_torch_state_dict(join_path(dir, ReleaseLayout::kLqProj), t.lq_proj, /*as_state_dict=*/false);
+  write_torch_state_dict(join_path(dir, ReleaseLayout::kDecoder), t.decoder, /*as_state_dict=*/true);
+  write_torch_tensor(join_path(dir, ReleaseLayout::kPrompt), t.prompt);
 }
 
 }  // namespace flashvsr

@@ -6,6 +6,7 @@
 // the fixture's params.json; nothing fixture-specific lives here.
 #include "cli.h"
 #include "engine.h"
+#include "file_util.h"
 #include "json.h"
 #include "safetensors.h"
 
@@ -14,14 +15,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <limits>
 #include <map>
 #include <sstream>
 
-namespace fs = std::filesystem;
 using namespace flashvsr;
 
 namespace {
@@ -128,10 +127,10 @@ FrameStats frame_stats(const std::vector<double>& psnr, double threshold) {
 
 bool run_fixture(const std::string& dir, const Options& opt) {
   c10::InferenceMode inference;
-  const std::string name = fs::path(dir).filename().string();
-  const std::string params_path = (fs::path(dir) / "params.json").string();
-  const std::string input_path = (fs::path(dir) / "input.safetensors").string();
-  const std::string expected_path = (fs::path(dir) / "expected.safetensors").string();
+  const std::string name = base_name(dir);
+  const std::string params_path = join_path(dir, "params.json");
+  const std::string input_path = join_path(dir, "input.safetensors");
+  const std::string expected_path = join_path(dir, "expected.safetensors");
   const JsonValue params = JsonValue::parse(read_text(params_path));
   const TensorMap input = read_safetensors(input_path);
   const TensorMap expected = read_safetensors(expected_path);
@@ -141,7 +140,7 @@ bool run_fixture(const std::string& dir, const Options& opt) {
   lo.device = opt.device;
   lo.dtype = opt.dtype;
   lo.log = [&](LogLevel, const std::string& msg) { std::cerr << name << ": " << msg << "\n"; };
-  auto model = Model::load((fs::path(dir) / "model").string(), lo);
+  auto model = Model::load(join_path(dir, "model"), lo);
 
   StreamOptions so = stream_options(params, input, input_path);
   so.attention = opt.attention;
@@ -237,17 +236,12 @@ bool run_fixture(const std::string& dir, const Options& opt) {
 std::vector<std::string> collect_fixtures(const std::vector<std::string>& args) {
   std::vector<std::string> dirs;
   for (const auto& a : args) {
-    if (fs::exists(fs::path(a) / "params.json")) {
+    if (is_regular_file(join_path(a, "params.json"))) {
       dirs.push_back(a);
       continue;
     }
-    std::vector<std::string> sub;
-    std::error_code ec;
-    if (fs::is_directory(a, ec))
-      for (const auto& e : fs::directory_iterator(a, ec))
-        if (e.is_directory() && fs::exists(e.path() / "params.json")) sub.push_back(e.path().string());
-    std::sort(sub.begin(), sub.end());
-    dirs.insert(dirs.end(), sub.begin(), sub.end());
+    for (const auto& name : list_directory(a))
+      if (is_regular_file(join_path(join_path(a, name), "params.json"))) dirs.push_back(join_path(a, name));
   }
   return dirs;
 }
@@ -279,10 +273,10 @@ int main(int argc, char** argv) {
       try {
         if (!run_fixture(dir, opt)) ++failed;
       } catch (const Error& e) {
-        std::printf("%s error: %s FAIL\n", fs::path(dir).filename().string().c_str(), e.what());
+        std::printf("%s error: %s FAIL\n", base_name(dir).c_str(), e.what());
         ++failed;
       } catch (const c10::Error& e) {
-        std::printf("%s error: %s FAIL\n", fs::path(dir).filename().string().c_str(), e.what_without_backtrace());
+        std::printf("%s error: %s FAIL\n", base_name(dir).c_str(), e.what_without_backtrace());
         ++failed;
       }
     }
