@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "engine.h"
 
+#include "file_util.h"
 #include "torch_archive.h"
 
 #include <ATen/core/grad_mode.h>

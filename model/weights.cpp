@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "weights.h"
 
+#include "file_util.h"
 #include "torch_archive.h"
 
 
