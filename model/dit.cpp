@@ -9,14 +9,25 @@ namespace {
 
 constexpr double kEps = 1e-6;
 
-// RMSNorm over the last dim, in float32: x * rsqrt(mean(x^2) + eps) * weight.
+// RMSNorm over the last dim: x * rsqrt(mean(x^2) + eps) * weight, statistics in float32 (one fused kernel
+// on CUDA).
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight) {
-  auto xf = x.to(at::kFloat);
-  auto y = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + kEps);
-  return y.to(x.scalar_type()) * weight;
+  return at::rms_norm(x, {x.size(-1)}, weight, kEps);
 }
 
 at::Tensor layer_norm(const at::Tensor& x) { return at::layer_norm(x, {x.size(-1)}, {}, {}, kEps); }
+
+// LN(x) * (1 + scale) + shift, with scale1p = 1 + scale.
+at::Tensor modulated_norm(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale1p) {
+  return at::addcmul(shift, layer_norm(x), scale1p);
+}
+
+// Linear, GELU(tanh), Linear; on CUDA the GELU is fused into the first GEMM's epilogue.
+at::Tensor ffn(const DitBlockWeights& b, const at::Tensor& h) {
+  at::Tensor a = h.is_cuda() ? at::_addmm_activation(b.ffn1_b, h, b.ffn1_w.t(), 1, 1, /*use_gelu=*/true)
+                             : at::gelu(at::linear(h, b.ffn1_w, b.ffn1_b), "tanh");
+  return at::linear(a, b.ffn2_w, b.ffn2_b);
+}
 
 // cat(cos(t * e), sin(t * e)), e_i = 10000^(-i / (d/2)), in float64 then the model dtype.
 at::Tensor timestep_embedding(int64_t freq_dim, double timestep, at::ScalarType dtype, at::Device device) {
@@ -81,6 +92,10 @@ DitWeights DitWeights::bind(WeightFile& f, const DitConfig& c, at::Device d, at:
     lin(p + ".self_attn.q", D, D, b.q_w, b.q_b);
     lin(p + ".self_attn.k", D, D, b.k_w, b.k_b);
     lin(p + ".self_attn.v", D, D, b.v_w, b.v_b);
+    b.qkv_w = at::cat({b.q_w, b.k_w, b.v_w}, 0);
+    b.qkv_b = at::cat({b.q_b, b.k_b, b.v_b}, 0);
+    b.q_w = b.qkv_w.narrow(0, 0, D), b.k_w = b.qkv_w.narrow(0, D, D), b.v_w = b.qkv_w.narrow(0, 2 * D, D);
+    b.q_b = b.qkv_b.narrow(0, 0, D), b.k_b = b.qkv_b.narrow(0, D, D), b.v_b = b.qkv_b.narrow(0, 2 * D, D);
     lin(p + ".self_attn.o", D, D, b.o_w, b.o_b);
     b.norm_q = f.take(p + ".self_attn.norm_q.weight", {D}, d, t);
     b.norm_k = f.take(p + ".self_attn.norm_k.weight", {D}, d, t);
@@ -138,23 +153,33 @@ DitConstants DitConstants::compute(const DitWeights& w, const at::Tensor& prompt
 
 namespace {
 
+// The cached windows followed by this chunk's tokens partitioned into windows, in one new buffer:
+// cached [nc, 128, dim] (may be undefined), tokens [L, dim] -> [nc + n_windows, 128, dim].
+at::Tensor append_windows(const at::Tensor& cached, const at::Tensor& tokens, const WindowGrid& g) {
+  const int64_t nc = cached.defined() ? cached.size(0) : 0, C = tokens.size(1);
+  auto all = at::empty({nc + g.windows(), kWindowTokens, C}, tokens.options());
+  if (nc) all.narrow(0, 0, nc).copy_(cached);
+  all.narrow(0, nc, g.windows())
+      .view({g.slices(), g.rows(), g.cols(), kWindowFrames, kWindowRows, kWindowCols, C})
+      .copy_(tokens.view({g.slices(), kWindowFrames, g.rows(), kWindowRows, g.cols(), kWindowCols, C})
+                 .permute({0, 2, 4, 1, 3, 5, 6}));
+  return all;
+}
+
 // x: [L, dim] -> [L, dim]; updates the block's KV cache.
 at::Tensor self_attention(const DitBlockWeights& b, const DitConfig& c, KvCache& cache, const at::Tensor& x,
                           const WindowGrid& grid, const RopeTable& rope, const AttentionPlan& s) {
-  const int64_t L = x.size(0);
-  auto q = rms_norm(at::linear(x, b.q_w, b.q_b), b.norm_q);
-  auto k = rms_norm(at::linear(x, b.k_w, b.k_b), b.norm_k);
-  auto v = at::linear(x, b.v_w, b.v_b);
-  q = apply_rope(q.view({L, c.heads, c.head_dim}), rope).view({L, c.dim});
-  k = apply_rope(k.view({L, c.heads, c.head_dim}), rope).view({L, c.dim});
+  const int64_t L = x.size(0), D = c.dim;
+  auto qkv = at::linear(x, b.qkv_w, b.qkv_b);  // [L, 3 dim]
+  auto q = rms_norm(qkv.narrow(1, 0, D), b.norm_q);
+  auto k = rms_norm(qkv.narrow(1, D, D), b.norm_k);
+  auto v = qkv.narrow(1, 2 * D, D);
+  q = apply_rope(q.view({L, c.heads, c.head_dim}), rope).view({L, D});
+  k = apply_rope(k.view({L, c.heads, c.head_dim}), rope).view({L, D});
   // Windows: [n, 128, dim]; keys/values = cached windows of earlier slices, then this chunk's.
   auto q_w = to_windows(q, grid);
-  auto k_w = to_windows(k, grid);
-  auto v_w = to_windows(v, grid);
-  if (cache.k.defined()) {
-    k_w = at::cat({cache.k, k_w}, 0);
-    v_w = at::cat({cache.v, v_w}, 0);
-  }
+  auto k_w = append_windows(cache.k, k, grid);
+  auto v_w = append_windows(cache.v, v, grid);
   const int64_t ws = grid.per_slice();
   auto mask = select_key_windows(q_w, k_w, c.heads, ws, s.local_mask, s.topk);
   auto o_w = block_sparse_attention(q_w, k_w, v_w, mask, c.heads, s.backend);
@@ -201,14 +226,12 @@ at::Tensor dit_forward(const DitWeights& w, const DitConstants& k, DitState& sta
     const auto& b = w.blocks[i];
     const auto& kb = k.blocks[i];
     if (i < static_cast<int64_t>(lq_tokens.size())) x = x + lq_tokens[i].view({L, c.dim});
-    auto h = layer_norm(x) * kb.scale1 + kb.shift1;
-    x = x + kb.gate1 * self_attention(b, c, state.blocks[i], h, grid, rope, s);
+    x = at::addcmul(x, kb.gate1, self_attention(b, c, state.blocks[i], modulated_norm(x, kb.shift1, kb.scale1), grid, rope, s));
     x = x + cross_attention(b, kb, c, at::layer_norm(x, {c.dim}, b.norm3_w, b.norm3_b, kEps));
-    h = layer_norm(x) * kb.scale2 + kb.shift2;
-    x = x + kb.gate2 * at::linear(at::gelu(at::linear(h, b.ffn1_w, b.ffn1_b), "tanh"), b.ffn2_w, b.ffn2_b);
+    x = at::addcmul(x, kb.gate2, ffn(b, modulated_norm(x, kb.shift2, kb.scale2)));
   }
   // Head: [L, dim] -> [L, 64] -> unpatchify 'b (f h w) (x y z c) -> b c (f x) (h y) (w z)', (x,y,z) = (1,2,2)
-  auto out = at::linear(layer_norm(x) * k.head_scale + k.head_shift, w.head_w, w.head_b);
+  auto out = at::linear(modulated_norm(x, k.head_shift, k.head_scale), w.head_w, w.head_b);
   out = out.view({grid.f, grid.h, grid.w, 1, 2, 2, c.out_dim}).permute({6, 0, 3, 1, 4, 2, 5});
   return out.reshape({1, c.out_dim, grid.f, grid.h * 2, grid.w * 2});
 }

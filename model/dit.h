@@ -32,6 +32,7 @@ struct DitConfig {
 };
 
 struct DitBlockWeights {
+  at::Tensor qkv_w, qkv_b;  // q, k, v projections stacked [3 dim, dim] for one GEMM; q_w.. are views of it
   at::Tensor q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b, norm_q, norm_k;             // self-attention
   at::Tensor cq_w, cq_b, ck_w, ck_b, cv_w, cv_b, co_w, co_b, cnorm_q, cnorm_k;   // cross-attention
   at::Tensor norm3_w, norm3_b;                                                   // affine LayerNorm

@@ -36,8 +36,9 @@ struct LqProjConfig {
 
 struct LqProjWeights {
   LqProjConfig config;
-  at::Tensor conv1_w, conv1_b, norm1_gamma;  // [h1, 768, 4, 3, 3], [h1], [h1]
-  at::Tensor conv2_w, conv2_b, norm2_gamma;  // [h2, h1, 4, 3, 3], [h2], [h2]
+  // Conv3d weights [out, in, 4, 3, 3] are held as Conv2d weights [out, 4 * in, 3, 3] (t-major).
+  at::Tensor conv1_w, conv1_b, norm1_gamma;  // [h1, 4 * 768, 3, 3], [h1], [h1]
+  at::Tensor conv2_w, conv2_b, norm2_gamma;  // [h2, 4 * h1, 3, 3], [h2], [h2]
   std::vector<at::Tensor> linear_w, linear_b;  // [dim, h2], [dim]
 
   static LqProjWeights bind(WeightFile& file, const LqProjConfig& config, at::Device device, at::ScalarType dtype);

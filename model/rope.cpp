@@ -41,16 +41,15 @@ RopeTable Rope::table(int64_t first_frame, int64_t frames) const {
     return at::cat({expand_t(t_part), hw_part.expand({frames, h_, w_, -1})}, -1)
         .reshape({frames * h_ * w_, 1, head_dim_ / 2});
   };
-  return {full(at_.cos(), cos_hw_), full(at_.sin(), sin_hw_)};
+  RopeTable t{full(at_.cos(), cos_hw_), full(at_.sin(), sin_hw_), {}};
+  t.rot = at::complex(t.cos, t.sin);
+  return t;
 }
 
 at::Tensor apply_rope(const at::Tensor& x, const RopeTable& t) {
   const auto L = x.size(0), heads = x.size(1), d = x.size(2);
-  auto xf = x.to(at::kFloat).view({L, heads, d / 2, 2});
-  auto x0 = xf.select(-1, 0), x1 = xf.select(-1, 1);
-  auto y0 = x0 * t.cos - x1 * t.sin;
-  auto y1 = x0 * t.sin + x1 * t.cos;
-  return at::stack({y0, y1}, -1).view({L, heads, d}).to(x.scalar_type());
+  auto xc = at::view_as_complex(x.to(at::kFloat).contiguous().view({L, heads, d / 2, 2}));
+  return at::view_as_real(xc * t.rot).view({L, heads, d}).to(x.scalar_type());
 }
 
 }  // namespace flashvsr

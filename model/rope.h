@@ -15,6 +15,7 @@ namespace flashvsr {
 struct RopeTable {
   at::Tensor cos;  // [f*h*w, 1, head_dim/2] float32, tokens in (f, h, w) order
   at::Tensor sin;  // same
+  at::Tensor rot;  // complex64 cos + i sin, same shape: what apply_rope multiplies by
 };
 
 // Tables for one token grid of h x w: the row/column parts are computed once, the temporal part per call.
@@ -30,7 +31,7 @@ class Rope {
   at::Tensor cos_hw_, sin_hw_;  // [1, h, w, pairs_h + pairs_w] float32
 };
 
-// x: [L, heads, head_dim] -> same shape and dtype, rotated (in float32).
+// x: [L, heads, head_dim] -> same shape and dtype, rotated as complex pairs (in float32).
 at::Tensor apply_rope(const at::Tensor& x, const RopeTable& table);
 
 }  // namespace flashvsr

@@ -50,8 +50,8 @@ at::Tensor select_key_windows(const at::Tensor& q_w, const at::Tensor& k_w, int6
                               const at::Tensor& local, int64_t topk) {
   const auto nq = q_w.size(0), nk = k_w.size(0), dim = q_w.size(2), hd = dim / heads;
   // Window means per head: [heads, n, hd]
-  auto qm = q_w.to(at::kFloat).mean(1).view({nq, heads, hd}).transpose(0, 1);
-  auto km = k_w.to(at::kFloat).mean(1).view({nk, heads, hd}).transpose(0, 1);
+  auto qm = at::mean(q_w, {1}, false, at::kFloat).view({nq, heads, hd}).transpose(0, 1);
+  auto km = at::mean(k_w, {1}, false, at::kFloat).view({nk, heads, hd}).transpose(0, 1);
   auto scores = at::matmul(qm, km.transpose(1, 2)) / std::sqrt(static_cast<double>(hd));  // [heads, nq, nk]
   auto allowed = local.repeat({nq / per_slice, nk / per_slice});       // [nq, nk]
   scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());

@@ -28,25 +28,48 @@ at::Tensor mem_block(const DecoderWeights::MemBlock& m, at::Tensor& past, const 
 }
 
 // 1x1 conv n -> n*s, then each frame's channels split into s consecutive frames: [T, n, h, w] -> [T*s, n, h, w].
+// Kept in the input's memory format (NHWC on CUDA, where the convolutions are fastest channels-last).
 at::Tensor t_grow(const at::Tensor& x, const at::Tensor& w, int64_t stride) {
   auto y = at::conv2d(x, w);
-  return y.reshape({x.size(0) * stride, x.size(1), x.size(2), x.size(3)});
+  if (stride == 1) return y;
+  const int64_t T = x.size(0), n = x.size(1), h = x.size(2), wd = x.size(3);
+  if (y.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    // physical [T, h, w, s*n] -> [T, s, h, w, n] -> logical [T*s, n, h, w] channels-last
+    return y.permute({0, 2, 3, 1}).reshape({T, h, wd, stride, n}).permute({0, 3, 1, 2, 4}).reshape({T * stride, h, wd, n})
+        .permute({0, 3, 1, 2});
+  }
+  return y.reshape({T * stride, n, h, wd});
 }
 
-// The network on a group of frames: x [T, 784, h, w] -> [4T, 3, 8h, 8w] in ~[0, 1].
-at::Tensor run_network(const DecoderWeights& w, DecoderState& s, at::Tensor x) {
+// Stages 0-1 and the MemBlocks of stage 2 on a group of frames: x [T, 784, h, w] -> [T', c2, 4h, 4w].
+at::Tensor run_trunk(const DecoderWeights& w, DecoderState& s, at::Tensor x) {
   x = at::tanh(x / 3) * 3;
   x = at::relu(conv3x3(x, w.in_w, w.in_b));
   x = at::relu(conv3x3(x, w.in2_w));
   for (int stage = 0; stage < 3; ++stage) {
     for (int j = 0; j < 3; ++j) x = mem_block(w.mem[stage * 3 + j], s.past[stage * 3 + j], x);
-    x = at::upsample_nearest2d(x, {x.size(2) * 2, x.size(3) * 2});
+    if (stage == 2) break;
+    // A 1x1 convolution commutes with nearest upsampling: TGrow runs at the lower resolution.
     x = t_grow(x, w.tgrow[stage], kTGrowStride[stage]);
+    x = at::upsample_nearest2d(x, {x.size(2) * 2, x.size(3) * 2});
     x = conv3x3(x, w.stage_w[stage]);
   }
-  x = at::relu(x);
-  x = at::relu(conv3x3(x, w.out1_w));
-  return conv3x3(x, w.out_w, w.out_b);
+  return x;
+}
+
+// The last TGrow and everything after it hold no memory: frames are independent, so they go through one
+// frame at a time at full resolution (bounded memory at 4K). x [T', c2, H/2, W/2] -> [2T', 3, H, W].
+at::Tensor run_tail(const DecoderWeights& w, const at::Tensor& trunk) {
+  auto grown = t_grow(trunk, w.tgrow[2], kTGrowStride[2]);
+  std::vector<at::Tensor> frames;
+  for (int64_t i = 0; i < grown.size(0); ++i) {
+    auto x = grown.narrow(0, i, 1);
+    x = at::upsample_nearest2d(x, {x.size(2) * 2, x.size(3) * 2});
+    x = at::relu(conv3x3(x, w.stage_w[2]));
+    x = at::relu(conv3x3(x, w.out1_w));
+    frames.push_back(conv3x3(x, w.out_w, w.out_b));
+  }
+  return at::cat(frames, 0);
 }
 
 }  // namespace
@@ -89,6 +112,14 @@ DecoderWeights DecoderWeights::bind(WeightFile& f, const DecoderConfig& c, at::D
   w.out1_w = f.take(key(24, ".weight"), {ch[3], ch[3], 3, 3}, d, t);
   w.out_w = f.take(key(26, ".weight"), {3, ch[3], 3, 3}, d, t);
   w.out_b = f.take(key(26, ".bias"), {3}, d, t);
+  if (d.is_cuda()) {
+    // cuDNN's fastest bf16 convolutions are channels-last (NHWC).
+    auto cl = [](at::Tensor& v) { v = v.contiguous(at::MemoryFormat::ChannelsLast); };
+    cl(w.in_w), cl(w.in2_w), cl(w.out1_w), cl(w.out_w);
+    for (auto& m : w.mem) cl(m.w0), cl(m.w1), cl(m.w2);
+    for (auto& v : w.tgrow) cl(v);
+    for (auto& v : w.stage_w) cl(v);
+  }
   return w;
 }
 
@@ -106,9 +137,11 @@ at::Tensor decode_chunk(const DecoderWeights& w, DecoderState& s, const at::Tens
   // Frames first: [t, 784, h, w], condition channels then latent channels.
   auto x = at::cat({c, latents.to(c.scalar_type())}, 1).squeeze(0).transpose(0, 1);
 
+  if (w.in_w.is_cuda()) x = x.contiguous(at::MemoryFormat::ChannelsLast);
   std::vector<at::Tensor> outs;
   group = std::max<int64_t>(1, group);
-  for (int64_t i = 0; i < t; i += group) outs.push_back(run_network(w, s, x.narrow(0, i, std::min(group, t - i))));
+  for (int64_t i = 0; i < t; i += group)
+    outs.push_back(run_tail(w, run_trunk(w, s, x.narrow(0, i, std::min(group, t - i)))));
   auto frames = at::cat(outs, 0);  // [4t, 3, 8h, 8w]
   if (!s.started) {
     frames = frames.narrow(0, kTrimFrames, frames.size(0) - kTrimFrames);

@@ -11,6 +11,12 @@ using namespace flashvsr;
 
 namespace {
 
+// The raw checkpoint tensors (Conv3d layout), independent of how the module stores them.
+TensorMap& raw() {
+  static TensorMap m;
+  return m;
+}
+
 LqProjWeights small_weights(int64_t h1 = 8, int64_t h2 = 12, int64_t dim = 16) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
   auto r = [&](std::vector<int64_t> s, double scale) { return at::randn(s, gen, at::kFloat) * scale; };
@@ -23,6 +29,7 @@ LqProjWeights small_weights(int64_t h1 = 8, int64_t h2 = 12, int64_t dim = 16) {
   m["norm2.gamma"] = r({h2, 1, 1, 1}, 0.1) + 1;
   m["linear_layers.0.weight"] = r({dim, h2}, 0.3);
   m["linear_layers.0.bias"] = r({dim}, 0.1);
+  raw() = m;
   WeightFile f("LQ_proj_in.ckpt", m);
   return LqProjWeights::bind(f, LqProjConfig::detect(f), at::kCPU, at::kFloat);
 }
@@ -37,7 +44,8 @@ at::Tensor unshuffle(const at::Tensor& x) {
   const auto f = x.size(2), H = x.size(3), W = x.size(4);
   return x.view({1, 3, f, H / 16, 16, W / 16, 16}).permute({0, 1, 4, 6, 2, 3, 5}).reshape({1, 768, f, H / 16, W / 16});
 }
-at::Tensor conv_norm_silu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const at::Tensor& g) {
+at::Tensor conv_norm_silu(const at::Tensor& x, const std::string& conv, const at::Tensor& b, const at::Tensor& g) {
+  const at::Tensor& w = raw().at(conv + ".weight");
   auto y = at::conv3d(at::pad(x, {1, 1, 1, 1, 0, 0}, "replicate"), w, b, {2, 1, 1});
   y = y / y.norm(2, {1}, true).clamp_min(1e-12) * std::sqrt(static_cast<double>(y.size(1))) * g.view({1, -1, 1, 1, 1});
   return at::silu(y);
@@ -80,8 +88,8 @@ TEST(LqProjV11, StreamingEqualsOneCausalConvolutionOverTheWholeStream) {
   auto seq = at::cat({v.narrow(2, 0, 1).expand({1, 3, 3, -1, -1}), v}, 2);
   auto u = unshuffle(seq);
   u = at::cat({u.narrow(2, 0, 1).expand({-1, -1, 2, -1, -1}), u}, 2);
-  auto y = conv_norm_silu(u, w.conv1_w, w.conv1_b, w.norm1_gamma);  // 2 frames per clip
-  auto z = conv_norm_silu(y, w.conv2_w, w.conv2_b, w.norm2_gamma);  // no front padding: clip 0 only primes
+  auto y = conv_norm_silu(u, "conv1", w.conv1_b, w.norm1_gamma);  // 2 frames per clip
+  auto z = conv_norm_silu(y, "conv2", w.conv2_b, w.norm2_gamma);  // no front padding: clip 0 only primes
   ASSERT_EQ(z.size(2), 4);
   for (int c = 0; c < 4; ++c) {
     auto tokens = at::linear(z.narrow(2, c, 1).flatten(2).transpose(1, 2), w.linear_w[0], w.linear_b[0]);
@@ -104,8 +112,8 @@ TEST(LqProjV10, EachClipSeesOnlyItself) {
   EXPECT_TRUE(at::equal(t1, t2));
   // ... and equals conv1 over [x[-2:], x], conv2 over [y, y].
   auto u = unshuffle(a.narrow(2, 5, 4));
-  auto y = conv_norm_silu(at::cat({u.narrow(2, 2, 2), u}, 2), w.conv1_w, w.conv1_b, w.norm1_gamma);
-  auto z = conv_norm_silu(at::cat({y, y}, 2), w.conv2_w, w.conv2_b, w.norm2_gamma);
+  auto y = conv_norm_silu(at::cat({u.narrow(2, 2, 2), u}, 2), "conv1", w.conv1_b, w.norm1_gamma);
+  auto z = conv_norm_silu(at::cat({y, y}, 2), "conv2", w.conv2_b, w.norm2_gamma);
   auto want = at::linear(z.flatten(2).transpose(1, 2), w.linear_w[0], w.linear_b[0]);
   EXPECT_TRUE(at::allclose(t1, want, 1e-4, 1e-5));
 }
