@@ -1,0 +1,37 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// Sharing loaded models between streams: elements (or any other users) that ask for the same model
+// directory on the same device and precision get the same immutable Model, loaded once. Entries are held
+// weakly: a model is freed when its last user lets go. The key includes each file's size and
+// modification time, so a directory whose files were replaced is loaded again (never a stale model).
+#pragma once
+
+#include "engine.h"
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace flashvsr {
+
+class ModelCache {
+ public:
+  // Loads (or returns the already loaded) model. Thread-safe; concurrent requests for one key load once.
+  std::shared_ptr<const Model> get(const std::string& dir, const LoadOptions& options);
+  // Number of models currently alive in the cache.
+  size_t size();
+
+ private:
+  struct Entry {
+    std::mutex loading;                 // held while this key's model is being loaded
+    std::weak_ptr<const Model> model;
+  };
+  std::mutex mutex_;
+  std::map<std::string, std::shared_ptr<Entry>> entries_;
+};
+
+// The key of a model directory as the cache sees it: canonical path, device, dtype, and the size and
+// modification time of each release file. Exposed for tests.
+std::string model_cache_key(const std::string& dir, const LoadOptions& options);
+
+}  // namespace flashvsr

@@ -1,0 +1,1178 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// Behaviour of the flashvsr element: caps and sizes, one output per input with its timestamps, pixels
+// equal to the engine's, events (EOS, flush, caps change, segment, GAP), latency, states, properties,
+// errors, and whole pipelines through GStreamer's own encoders and the gst-launch-1.0 binary.
+// Everything runs on the CPU with a tiny random model written by the tests; CUDA cases skip without a GPU.
+#include "harness_util.h"
+
+#include "file_util.h"
+#include "json.h"
+#include "model_maker.h"
+#include "safetensors.h"
+#include "test_support.h"
+
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+#include <tuple>
+#include <vector>
+
+using namespace flashvsr;
+using namespace flashvsr::check;
+
+namespace {
+
+const char* kRgb32x24 = "video/x-raw,format=RGB,width=32,height=24,framerate=25/1";
+
+// The project keeps to POSIX file calls (see model/file_util.h: std::filesystem from the LibTorch wheel
+// can bind in and crash).
+int64_t file_size(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : -1;
+}
+
+void copy_model_dir(const std::string& from, const std::string& to) {
+  ASSERT_TRUE(make_directories(to));
+  for (const std::string& name : list_directory(from))
+    test::write_file(join_path(to, name), test::read_file(join_path(from, name)));
+}
+
+void expect_equal_frames(const at::Tensor& got, const at::Tensor& want, const std::string& what) {
+  ASSERT_EQ(got.sizes(), want.sizes()) << what;
+  if (!at::equal(got, want)) {
+    const int max_diff = (got.to(at::kInt) - want.to(at::kInt)).abs().max().item<int>();
+    ADD_FAILURE() << what << ": frames differ (max difference " << max_diff << ")";
+  }
+}
+
+// The RGB output of a harness run, as uint8 [n, H, W, 3].
+at::Tensor rgb_of(const GstVideoInfo& info, std::vector<GstBuffer*>& buffers) {
+  at::Tensor packed = packed_frames(info, buffers);
+  return packed.view({-1, GST_VIDEO_INFO_HEIGHT(&info), GST_VIDEO_INFO_WIDTH(&info), 3});
+}
+
+std::string error_text(GstMessage* msg, GQuark* domain = nullptr, int* code = nullptr) {
+  GError* err = nullptr;
+  gchar* debug = nullptr;
+  gst_message_parse_error(msg, &err, &debug);
+  std::string text = std::string(err->message) + " | " + (debug ? debug : "");
+  if (domain) *domain = err->domain;
+  if (code) *code = err->code;
+  g_clear_error(&err);
+  g_free(debug);
+  return text;
+}
+
+GstElement* make_element(const std::string& model_dir, const std::string& device = "cpu") {
+  GstElement* e = gst_element_factory_make("flashvsr", nullptr);
+  EXPECT_NE(e, nullptr) << "flashvsr not found: is GST_PLUGIN_PATH set to the build's gst/?";
+  gst_object_ref_sink(e);
+  if (!model_dir.empty()) g_object_set(e, "model-dir", model_dir.c_str(), nullptr);
+  g_object_set(e, "device", device.c_str(), nullptr);
+  gst_util_set_object_arg(G_OBJECT(e), "precision", "fp32");
+  return e;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------
+// Timing: one output per input, its metadata, the engine's schedule
+// ------------------------------------------------------------------------------------------------
+
+class TimingCount : public ::testing::TestWithParam<int> {};
+
+TEST_P(TimingCount, OutputCountEqualsInputCountWithPreservedMetadata) {
+  const int n = GetParam();
+  Harness run(element_line());
+  run.set_caps(kRgb32x24);
+  ASSERT_EQ(run.push_rgb(random_frames(n, 24, 32, n)), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  ASSERT_EQ(static_cast<int>(out.size()), n);
+  for (int i = 0; i < n; ++i) {
+    GstBuffer* b = out[i];
+    EXPECT_EQ(GST_BUFFER_PTS(b), static_cast<GstClockTime>(i) * 40 * GST_MSECOND) << i;
+    EXPECT_FALSE(GST_BUFFER_DTS_IS_VALID(b)) << i;
+    EXPECT_EQ(GST_BUFFER_DURATION(b), 40 * GST_MSECOND) << i;
+    EXPECT_EQ(GST_BUFFER_OFFSET(b), static_cast<guint64>(i)) << i;
+    EXPECT_EQ(GST_BUFFER_OFFSET_END(b), static_cast<guint64>(i + 1)) << i;
+    EXPECT_EQ(gst_buffer_get_size(b), static_cast<gsize>(128 * 96 * 3)) << i;
+    EXPECT_EQ(GST_BUFFER_FLAG_IS_SET(b, GST_BUFFER_FLAG_DISCONT), i == 0) << i;
+    gst_buffer_unref(b);
+  }
+  guint64 frames_in = 0, frames_out = 0;
+  g_object_get(run.element(), "frames-in", &frames_in, "frames-out", &frames_out, nullptr);
+  EXPECT_EQ(frames_in, static_cast<guint64>(n));
+  EXPECT_EQ(frames_out, static_cast<guint64>(n));
+}
+
+INSTANTIATE_TEST_SUITE_P(Timing, TimingCount, ::testing::Values(1, 5, 24, 25, 26, 33, 61),
+                         [](const auto& info) { return "N" + std::to_string(info.param); });
+
+TEST(Timing, FirstOutputAfter25InputsThenEightPerEight) {
+  Harness run(element_line());
+  run.set_caps(kRgb32x24);
+  auto frames = random_frames(41, 24, 32, 3);
+  auto queued = [&]() { return gst_harness_buffers_in_queue(run.h()); };
+  ASSERT_EQ(run.push_rgb(frames.narrow(0, 0, 24)), GST_FLOW_OK);
+  EXPECT_EQ(queued(), 0u);
+  ASSERT_EQ(run.push_rgb(frames.narrow(0, 24, 1), 24), GST_FLOW_OK);
+  EXPECT_EQ(queued(), 21u);  // chunk 0 emits frames 0..20
+  ASSERT_EQ(run.push_rgb(frames.narrow(0, 25, 7), 25), GST_FLOW_OK);
+  EXPECT_EQ(queued(), 21u);
+  ASSERT_EQ(run.push_rgb(frames.narrow(0, 32, 1), 32), GST_FLOW_OK);
+  EXPECT_EQ(queued(), 29u);  // chunk 1: frames 21..28
+  ASSERT_EQ(run.push_rgb(frames.narrow(0, 33, 8), 33), GST_FLOW_OK);
+  EXPECT_EQ(queued(), 37u);
+  guint64 chunks = 0;
+  g_object_get(run.element(), "chunks", &chunks, nullptr);
+  EXPECT_EQ(chunks, 3u);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  EXPECT_EQ(queued(), 41u);
+  auto out = run.pull_all();
+  for (size_t i = 0; i < out.size(); ++i) {
+    EXPECT_EQ(GST_BUFFER_OFFSET(out[i]), i);
+    gst_buffer_unref(out[i]);
+  }
+}
+
+TEST(Timing, DiscontOnFirstOutputAndAgainAfterFlush) {
+  Harness run(element_line());
+  run.set_caps(kRgb32x24);
+  ASSERT_EQ(run.push_rgb(random_frames(3, 24, 32, 4)), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_TRUE(GST_BUFFER_FLAG_IS_SET(out[0], GST_BUFFER_FLAG_DISCONT));
+  EXPECT_FALSE(GST_BUFFER_FLAG_IS_SET(out[1], GST_BUFFER_FLAG_DISCONT));
+  EXPECT_FALSE(GST_BUFFER_FLAG_IS_SET(out[2], GST_BUFFER_FLAG_DISCONT));
+  for (auto* b : out) gst_buffer_unref(b);
+
+  ASSERT_TRUE(gst_harness_push_event(run.h(), gst_event_new_flush_start()));
+  ASSERT_TRUE(gst_harness_push_event(run.h(), gst_event_new_flush_stop(TRUE)));
+  GstSegment segment;
+  gst_segment_init(&segment, GST_FORMAT_TIME);
+  ASSERT_TRUE(gst_harness_push_event(run.h(), gst_event_new_segment(&segment)));
+  ASSERT_EQ(run.push_rgb(random_frames(2, 24, 32, 5)), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  out = run.pull_all();
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_TRUE(GST_BUFFER_FLAG_IS_SET(out[0], GST_BUFFER_FLAG_DISCONT));
+  EXPECT_FALSE(GST_BUFFER_FLAG_IS_SET(out[1], GST_BUFFER_FLAG_DISCONT));
+  for (auto* b : out) gst_buffer_unref(b);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Pixels: the element's output equals the engine's for the same frames and settings
+// ------------------------------------------------------------------------------------------------
+
+TEST(Pixels, OutputEqualsEngineOutputRgb) {
+  auto frames = random_frames(30, 24, 32, 11);
+  Harness run(element_line());
+  run.set_caps(kRgb32x24);
+  ASSERT_EQ(run.push_rgb(frames), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  ASSERT_EQ(out.size(), 30u);
+  expect_equal_frames(rgb_of(run.output_info(), out), engine_upscale(frames, {}), "32x24 RGB");
+}
+
+TEST(Pixels, OddSizeWithPaddedStridesEqualsEngineOutput) {
+  // 70x46 RGB has 210-byte rows in 212-byte strides on input and 840-byte rows on output.
+  auto frames = random_frames(3, 46, 70, 12);
+  Harness run(element_line());
+  run.set_caps("video/x-raw,format=RGB,width=70,height=46,framerate=25/1");
+  ASSERT_EQ(run.push_rgb(frames), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  ASSERT_EQ(out.size(), 3u);
+  const GstVideoInfo info = run.output_info();
+  EXPECT_EQ(GST_VIDEO_INFO_WIDTH(&info), 280);
+  EXPECT_EQ(GST_VIDEO_INFO_HEIGHT(&info), 184);
+  expect_equal_frames(rgb_of(info, out), engine_upscale(frames, {}), "70x46 RGB");
+}
+
+TEST(Pixels, OddSizedI420InAndOutEqualsEngineOutput) {
+  // 35x21 I420: 36-byte luma and 20-byte chroma strides, 18x11 chroma planes; 140x84 out.
+  const at::Tensor frames = random_frames(2, 21, 35, 16);
+  Harness run(element_line());
+  run.set_caps("video/x-raw,format=I420,width=35,height=21,framerate=25/1,colorimetry=bt709");
+  FrameConverter in(PixelFormat::I420, 35, 21, {YuvMatrix::BT709, false}, at::kCPU);
+  const at::Tensor packed = in.from_rgb(frames);
+  ASSERT_EQ(run.push_packed(packed), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  ASSERT_EQ(out.size(), 2u);
+  const GstVideoInfo info = run.output_info();
+  ASSERT_EQ(GST_VIDEO_INFO_FORMAT(&info), GST_VIDEO_FORMAT_I420);
+  ASSERT_EQ(GST_VIDEO_INFO_WIDTH(&info), 140);
+  ASSERT_EQ(GST_VIDEO_INFO_HEIGHT(&info), 84);
+  EXPECT_EQ(info.colorimetry.matrix, GST_VIDEO_COLOR_MATRIX_BT709);
+  FrameConverter conv(PixelFormat::I420, 140, 84, {YuvMatrix::BT709, false}, at::kCPU);
+  expect_equal_frames(packed_frames(info, out), conv.from_rgb(engine_upscale(in.to_rgb(packed), {})), "I420 35x21");
+}
+
+TEST(Pixels, NonDefaultSettingsReachTheEngine) {
+  auto frames = random_frames(4, 24, 32, 13);
+  Harness run(element_line("model-version=1.0 sparse-ratio=0.5 kv-ratio=2 local-range=3 color-fix=wavelet seed=42 "
+                           "attention=reference"));
+  run.set_caps(kRgb32x24);
+  ASSERT_EQ(run.push_rgb(frames), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  StreamOptions o;
+  o.lq_version = LqVersion::V1_0;
+  o.sparse_ratio = 0.5;
+  o.kv_ratio = 2.0;
+  o.local_range = 3;
+  o.color_fix = ColorFix::Wavelet;
+  o.seed = 42;
+  o.attention = AttentionBackend::Reference;
+  const at::Tensor got = rgb_of(run.output_info(), out);
+  expect_equal_frames(got, engine_upscale(frames, o), "non-default settings");
+  // And they matter: the defaults give another picture.
+  EXPECT_FALSE(at::equal(got, engine_upscale(frames, {})));
+}
+
+TEST(Pixels, SettingsChangedWhilePlayingApplyFromTheNextStream) {
+  const at::Tensor a = random_frames(2, 24, 32, 14), b = random_frames(2, 24, 32, 15);
+  Harness run(element_line());
+  run.set_caps(kRgb32x24);
+  ASSERT_EQ(run.push_rgb(a), GST_FLOW_OK);
+  // Changed while frames are pending: the current stream keeps its settings.
+  gst_util_set_object_arg(G_OBJECT(run.element()), "color-fix", "none");
+  g_object_set(run.element(), "seed", G_GUINT64_CONSTANT(5), nullptr);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  expect_equal_frames(rgb_of(run.output_info(), out), engine_upscale(a, {}), "stream before the change");
+
+  ASSERT_TRUE(gst_harness_push_event(run.h(), gst_event_new_flush_start()));
+  ASSERT_TRUE(gst_harness_push_event(run.h(), gst_event_new_flush_stop(TRUE)));
+  GstSegment segment;
+  gst_segment_init(&segment, GST_FORMAT_TIME);
+  ASSERT_TRUE(gst_harness_push_event(run.h(), gst_event_new_segment(&segment)));
+  ASSERT_EQ(run.push_rgb(b), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  out = run.pull_all();
+  StreamOptions o;
+  o.color_fix = ColorFix::None;
+  o.seed = 5;
+  expect_equal_frames(rgb_of(run.output_info(), out), engine_upscale(b, o), "next stream");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Caps
+// ------------------------------------------------------------------------------------------------
+
+TEST(Caps, OutputSizeIsScaleTimesInputWithTheEnginesRounding) {
+  struct Case {
+    double scale;
+    int w, h, out_w, out_h;
+  };
+  // Python-style round half to even: 35 * 2.5 = 87.5 -> 88, 21 * 2.5 = 52.5 -> 52.
+  for (const Case& c : {Case{4.0, 32, 24, 128, 96}, Case{2.5, 35, 21, 88, 52}, Case{1.0, 17, 9, 17, 9}}) {
+    Harness run(element_line("scale=" + std::to_string(c.scale)));
+    run.set_caps("video/x-raw,format=RGB,width=" + std::to_string(c.w) + ",height=" + std::to_string(c.h) +
+                 ",framerate=25/1");
+    ASSERT_EQ(run.push_rgb(random_frames(1, c.h, c.w, 1)), GST_FLOW_OK);
+    const GstVideoInfo info = run.output_info();
+    EXPECT_EQ(GST_VIDEO_INFO_WIDTH(&info), c.out_w) << c.scale;
+    EXPECT_EQ(GST_VIDEO_INFO_HEIGHT(&info), c.out_h) << c.scale;
+    EXPECT_EQ(GST_VIDEO_INFO_FORMAT(&info), GST_VIDEO_FORMAT_RGB);
+    EXPECT_EQ(GST_VIDEO_INFO_FPS_N(&info), 25);
+    EXPECT_EQ(GST_VIDEO_INFO_FPS_D(&info), 1);
+    ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+    auto out = run.pull_all();
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(gst_buffer_get_size(out[0]), GST_VIDEO_INFO_SIZE(&info));
+    gst_buffer_unref(out[0]);
+  }
+}
+
+TEST(Caps, DownstreamFixedSizeIsProducedExactly) {
+  auto frames = random_frames(2, 24, 32, 21);
+  Harness run(element_line());
+  run.set_caps(kRgb32x24, "video/x-raw,format=RGB,width=100,height=70");
+  ASSERT_EQ(run.push_rgb(frames), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  const GstVideoInfo info = run.output_info();
+  ASSERT_EQ(GST_VIDEO_INFO_WIDTH(&info), 100);
+  ASSERT_EQ(GST_VIDEO_INFO_HEIGHT(&info), 70);
+  auto out = run.pull_all();
+  ASSERT_EQ(out.size(), 2u);
+  StreamOptions o;
+  o.out_width = 100;
+  o.out_height = 70;
+  expect_equal_frames(rgb_of(info, out), engine_upscale(frames, o), "downstream 100x70");
+}
+
+TEST(Caps, FramerateAndPixelAspectRatioCarryOver) {
+  Harness run(element_line());
+  run.set_caps("video/x-raw,format=RGB,width=32,height=24,framerate=30000/1001,pixel-aspect-ratio=4/3");
+  ASSERT_EQ(run.push_rgb(random_frames(1, 24, 32, 2)), GST_FLOW_OK);
+  const GstVideoInfo info = run.output_info();
+  EXPECT_EQ(GST_VIDEO_INFO_FPS_N(&info), 30000);
+  EXPECT_EQ(GST_VIDEO_INFO_FPS_D(&info), 1001);
+  EXPECT_EQ(GST_VIDEO_INFO_PAR_N(&info), 4);
+  EXPECT_EQ(GST_VIDEO_INFO_PAR_D(&info), 3);
+}
+
+TEST(Caps, SameFormatIsPreferredAndYuvColorimetryCarriesOver) {
+  Harness run(element_line());
+  run.set_caps("video/x-raw,format=NV12,width=32,height=24,framerate=25/1,colorimetry=bt601");
+  ASSERT_EQ(run.push_packed(at::zeros({1, 32 * 24 + 32 * 12}, at::kByte)), GST_FLOW_OK);
+  const GstVideoInfo info = run.output_info();
+  EXPECT_EQ(GST_VIDEO_INFO_FORMAT(&info), GST_VIDEO_FORMAT_NV12);
+  EXPECT_EQ(info.colorimetry.matrix, GST_VIDEO_COLOR_MATRIX_BT601);
+  EXPECT_EQ(info.colorimetry.range, GST_VIDEO_COLOR_RANGE_16_235);
+}
+
+TEST(Caps, TransformCapsPrefersTheScaledSizeAndAllowsAnySize) {
+  Harness run(element_line());
+  run.set_caps(kRgb32x24);
+  GstPad* src = gst_element_get_static_pad(run.element(), "src");
+  GstCaps* caps = gst_pad_query_caps(src, nullptr);
+  gst_object_unref(src);
+  ASSERT_GE(gst_caps_get_size(caps), 2u);
+  const GstStructure* first = gst_caps_get_structure(caps, 0);
+  int w = 0, h = 0;
+  EXPECT_TRUE(gst_structure_get_int(first, "width", &w));
+  EXPECT_TRUE(gst_structure_get_int(first, "height", &h));
+  EXPECT_EQ(w, 128);
+  EXPECT_EQ(h, 96);
+  GstCaps* odd = gst_caps_from_string("video/x-raw,format=I420,width=333,height=77,framerate=25/1");
+  EXPECT_TRUE(gst_caps_can_intersect(caps, odd));
+  gst_caps_unref(odd);
+  gst_caps_unref(caps);
+
+  GstPad* sink = gst_element_get_static_pad(run.element(), "sink");
+  GstCaps* filter = gst_caps_from_string("video/x-raw,width=7,height=5");
+  GstCaps* sink_caps = gst_pad_query_caps(sink, nullptr);
+  EXPECT_TRUE(gst_caps_can_intersect(sink_caps, filter)) << "any input size";
+  gst_caps_unref(filter);
+  gst_caps_unref(sink_caps);
+  gst_object_unref(sink);
+}
+
+TEST(Caps, UnsupportedInputIsNotNegotiated) {
+  for (const char* caps : {"video/x-raw,format=YUY2,width=32,height=24,framerate=25/1",
+                           "video/x-raw,format=GRAY8,width=32,height=24,framerate=25/1",
+                           "video/x-raw,format=RGB,width=32,height=24,framerate=25/1,interlace-mode=interleaved"}) {
+    Harness run(element_line());
+    gst_harness_set_src_caps_str(run.h(), caps);
+    GstBuffer* b = gst_buffer_new_allocate(nullptr, 32 * 24 * 4, nullptr);
+    EXPECT_EQ(gst_harness_push(run.h(), b), GST_FLOW_NOT_NEGOTIATED) << caps;
+    GstPad* sink = gst_element_get_static_pad(run.element(), "sink");
+    GstCaps* c = gst_caps_from_string(caps);
+    EXPECT_FALSE(gst_pad_query_accept_caps(sink, c)) << caps;
+    gst_caps_unref(c);
+    gst_object_unref(sink);
+  }
+}
+
+TEST(Caps, CudaAttentionOnTheCpuFailsWithAnErrorMessage) {
+  // Without the CUDA kernel in the build the stream cannot be set up (RESOURCE/SETTINGS, not negotiated);
+  // with it, the first chunk fails on the CPU (STREAM/FAILED, flow error, stream state freed).
+  const bool kernel_built = cuda_attention_available();
+  Harness run(element_line("attention=cuda"));
+  GstBus* bus = gst_bus_new();
+  gst_element_set_bus(run.element(), bus);
+  run.set_caps(kRgb32x24);
+  const GstFlowReturn ret = run.push_rgb(random_frames(25, 24, 32, 5));
+  EXPECT_EQ(ret, kernel_built ? GST_FLOW_ERROR : GST_FLOW_NOT_NEGOTIATED);
+  GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+  ASSERT_NE(msg, nullptr);
+  GQuark domain;
+  int code;
+  const std::string text = error_text(msg, &domain, &code);
+  EXPECT_EQ(domain, kernel_built ? GST_STREAM_ERROR : GST_RESOURCE_ERROR);
+  EXPECT_EQ(code, kernel_built ? static_cast<int>(GST_STREAM_ERROR_FAILED) : static_cast<int>(GST_RESOURCE_ERROR_SETTINGS));
+  EXPECT_NE(text.find("cuda"), std::string::npos) << text;
+  gst_message_unref(msg);
+  // The stream is gone: later buffers are refused, without another crash or error.
+  EXPECT_EQ(run.push_rgb(random_frames(1, 24, 32, 6), 25), GST_FLOW_NOT_NEGOTIATED);
+  gst_element_set_bus(run.element(), nullptr);
+  gst_object_unref(bus);
+}
+
+// Every supported format on the sink pad (RGB out) and on the src pad (RGB in), against the engine with
+// the same conversions.
+struct FormatCase {
+  const char* format;
+  const char* colorimetry;  // "" to let the element choose
+};
+
+class Formats : public ::testing::TestWithParam<FormatCase> {};
+
+TEST_P(Formats, SinkFormatConvertsLikeTheFrameConverter) {
+  const FormatCase& fc = GetParam();
+  std::string caps = std::string("video/x-raw,format=") + fc.format + ",width=32,height=24,framerate=25/1";
+  if (*fc.colorimetry) caps += std::string(",colorimetry=") + fc.colorimetry;
+  Harness run(element_line());
+  run.set_caps(caps, "video/x-raw,format=RGB");
+  const GstVideoInfo in_info = run.input_info();
+  const auto format = pixel_format_of(GST_VIDEO_INFO_FORMAT(&in_info));
+  ASSERT_TRUE(format.has_value());
+  FrameConverter conv(*format, 32, 24, yuv_spec_of(in_info), at::kCPU);
+  const at::Tensor packed = conv.from_rgb(random_frames(2, 24, 32, 31));
+  ASSERT_EQ(run.push_packed(packed), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  ASSERT_EQ(out.size(), 2u);
+  const GstVideoInfo out_info = run.output_info();
+  ASSERT_EQ(GST_VIDEO_INFO_FORMAT(&out_info), GST_VIDEO_FORMAT_RGB);
+  expect_equal_frames(rgb_of(out_info, out), engine_upscale(conv.to_rgb(packed), {}), caps);
+}
+
+TEST_P(Formats, SrcFormatConvertsLikeTheFrameConverter) {
+  const FormatCase& fc = GetParam();
+  std::string downstream = std::string("video/x-raw,format=") + fc.format;
+  if (*fc.colorimetry) downstream += std::string(",colorimetry=") + fc.colorimetry;
+  const at::Tensor frames = random_frames(2, 24, 32, 32);
+  Harness run(element_line());
+  run.set_caps(kRgb32x24, downstream);
+  ASSERT_EQ(run.push_rgb(frames), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  ASSERT_EQ(out.size(), 2u);
+  const GstVideoInfo out_info = run.output_info();
+  ASSERT_EQ(std::string(GST_VIDEO_INFO_NAME(&out_info)), fc.format);
+  ASSERT_EQ(GST_VIDEO_INFO_WIDTH(&out_info), 128);
+  FrameConverter conv(*pixel_format_of(GST_VIDEO_INFO_FORMAT(&out_info)), 128, 96, yuv_spec_of(out_info), at::kCPU);
+  expect_equal_frames(packed_frames(out_info, out), conv.from_rgb(engine_upscale(frames, {})), downstream);
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, Formats,
+                         ::testing::Values(FormatCase{"RGB", ""}, FormatCase{"RGBx", ""}, FormatCase{"BGRx", ""},
+                                           FormatCase{"RGBA", ""}, FormatCase{"BGRA", ""},
+                                           FormatCase{"I420", "bt601"}, FormatCase{"I420", "1:3:5:1"},
+                                           FormatCase{"NV12", "bt709"}, FormatCase{"NV12", ""}),
+                         [](const auto& info) {
+                           std::string name = std::string(info.param.format) + "_" +
+                                              (*info.param.colorimetry ? info.param.colorimetry : "default");
+                           for (char& c : name)
+                             if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return name;
+                         });
+
+// ------------------------------------------------------------------------------------------------
+// Events
+// ------------------------------------------------------------------------------------------------
+
+TEST(Events, EosDrainsEveryPendingFrameThenForwardsEos) {
+  Harness run(element_line());
+  run.set_caps(kRgb32x24);
+  ASSERT_EQ(run.push_rgb(random_frames(10, 24, 32, 41)), GST_FLOW_OK);
+  EXPECT_EQ(gst_harness_buffers_in_queue(run.h()), 0u);
+  // Drop the events so far (stream-start, caps, segment) and look at what follows.
+  while (GstEvent* e = gst_harness_try_pull_event(run.h())) gst_event_unref(e);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  EXPECT_EQ(gst_harness_buffers_in_queue(run.h()), 10u);
+  GstEvent* e = gst_harness_try_pull_event(run.h());
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(GST_EVENT_TYPE(e), GST_EVENT_EOS);
+  gst_event_unref(e);
+  auto out = run.pull_all();
+  for (auto* b : out) gst_buffer_unref(b);
+}
+
+TEST(Events, FlushMidWindowDropsPendingFramesAndRestartsTheStream) {
+  Harness run(element_line());
+  run.set_caps(kRgb32x24);
+  ASSERT_EQ(run.push_rgb(random_frames(10, 24, 32, 51)), GST_FLOW_OK);
+  ASSERT_TRUE(gst_harness_push_event(run.h(), gst_event_new_flush_start()));
+  ASSERT_TRUE(gst_harness_push_event(run.h(), gst_event_new_flush_stop(TRUE)));
+  GstSegment segment;
+  gst_segment_init(&segment, GST_FORMAT_TIME);
+  ASSERT_TRUE(gst_harness_push_event(run.h(), gst_event_new_segment(&segment)));
+  EXPECT_EQ(gst_harness_buffers_in_queue(run.h()), 0u);
+  const at::Tensor after = random_frames(5, 24, 32, 52);
+  ASSERT_EQ(run.push_rgb(after, 100), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  ASSERT_EQ(out.size(), 5u);
+  EXPECT_EQ(GST_BUFFER_OFFSET(out[0]), 100u);
+  EXPECT_TRUE(GST_BUFFER_FLAG_IS_SET(out[0], GST_BUFFER_FLAG_DISCONT));
+  // Equal to a fresh run of the frames after the flush (same seed: same noise).
+  expect_equal_frames(rgb_of(run.output_info(), out), engine_upscale(after, {}), "after flush");
+}
+
+TEST(Events, CapsChangeMidStreamDrainsThenUsesTheNewSize) {
+  Harness run(element_line());
+  run.set_caps(kRgb32x24);
+  const at::Tensor first = random_frames(5, 24, 32, 61), second = random_frames(3, 32, 40, 62);
+  ASSERT_EQ(run.push_rgb(first), GST_FLOW_OK);
+  const GstVideoInfo first_info = run.output_info();
+  run.set_caps("video/x-raw,format=RGB,width=40,height=32,framerate=25/1");
+  auto drained = run.pull_all();
+  ASSERT_EQ(drained.size(), 5u) << "the caps change drains with the old caps";
+  for (auto* b : drained) EXPECT_EQ(gst_buffer_get_size(b), static_cast<gsize>(128 * 96 * 3));
+  expect_equal_frames(rgb_of(first_info, drained), engine_upscale(first, {}), "before the caps change");
+  ASSERT_EQ(run.push_rgb(second, 5), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  const GstVideoInfo info = run.output_info();
+  EXPECT_EQ(GST_VIDEO_INFO_WIDTH(&info), 160);
+  EXPECT_EQ(GST_VIDEO_INFO_HEIGHT(&info), 128);
+  auto out = run.pull_all();
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_TRUE(GST_BUFFER_FLAG_IS_SET(out[0], GST_BUFFER_FLAG_DISCONT));
+  EXPECT_EQ(GST_BUFFER_OFFSET(out[0]), 5u);
+  expect_equal_frames(rgb_of(info, out), engine_upscale(second, {}), "after the caps change");
+}
+
+TEST(Events, ScaleChangeWhilePlayingDrainsThenRenegotiates) {
+  Harness run(element_line());
+  run.set_caps(kRgb32x24);
+  const at::Tensor first = random_frames(3, 24, 32, 63), second = random_frames(2, 24, 32, 64);
+  ASSERT_EQ(run.push_rgb(first), GST_FLOW_OK);
+  const GstVideoInfo before = run.output_info();
+  g_object_set(run.element(), "scale", 2.0, nullptr);
+  ASSERT_EQ(run.push_rgb(second, 3), GST_FLOW_OK);
+  auto drained = run.pull_all();
+  ASSERT_EQ(drained.size(), 3u) << "frames of the old size leave before the renegotiation";
+  expect_equal_frames(rgb_of(before, drained), engine_upscale(first, {}), "scale 4");
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  const GstVideoInfo after = run.output_info();
+  EXPECT_EQ(GST_VIDEO_INFO_WIDTH(&after), 64);
+  EXPECT_EQ(GST_VIDEO_INFO_HEIGHT(&after), 48);
+  auto out = run.pull_all();
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(GST_BUFFER_OFFSET(out[0]), 3u);
+  StreamOptions o;
+  o.scale = 2.0;
+  expect_equal_frames(rgb_of(after, out), engine_upscale(second, o), "scale 2");
+}
+
+TEST(Events, NewSegmentAfterDataDrainsAndStreamStartDrains) {
+  Harness run(element_line());
+  run.set_caps(kRgb32x24);
+  ASSERT_EQ(run.push_rgb(random_frames(4, 24, 32, 71)), GST_FLOW_OK);
+  GstSegment segment;
+  gst_segment_init(&segment, GST_FORMAT_TIME);
+  segment.base = GST_SECOND;
+  ASSERT_TRUE(gst_harness_push_event(run.h(), gst_event_new_segment(&segment)));
+  EXPECT_EQ(gst_harness_buffers_in_queue(run.h()), 4u);
+  ASSERT_EQ(run.push_rgb(random_frames(3, 24, 32, 72), 4), GST_FLOW_OK);
+  ASSERT_TRUE(gst_harness_push_event(run.h(), gst_event_new_stream_start("second")));
+  EXPECT_EQ(gst_harness_buffers_in_queue(run.h()), 7u);
+  auto out = run.pull_all();
+  ASSERT_EQ(out.size(), 7u);
+  EXPECT_TRUE(GST_BUFFER_FLAG_IS_SET(out[4], GST_BUFFER_FLAG_DISCONT)) << "first output of the new segment";
+  for (auto* b : out) gst_buffer_unref(b);
+}
+
+namespace {
+
+GstPadProbeReturn record_flow(GstPad*, GstPadProbeInfo* info, gpointer data) {
+  auto* log = static_cast<std::vector<std::string>*>(data);
+  if (GST_PAD_PROBE_INFO_TYPE(info) & GST_PAD_PROBE_TYPE_BUFFER) {
+    log->push_back("B" + std::to_string(GST_BUFFER_OFFSET(GST_PAD_PROBE_INFO_BUFFER(info))));
+  } else if (GstEvent* e = GST_PAD_PROBE_INFO_EVENT(info)) {
+    if (GST_EVENT_TYPE(e) == GST_EVENT_GAP) log->push_back("GAP");
+    if (GST_EVENT_TYPE(e) == GST_EVENT_EOS) log->push_back("EOS");
+  }
+  return GST_PAD_PROBE_OK;
+}
+
+}  // namespace
+
+TEST(Events, GapIsForwardedAfterTheOutputsThatPrecedeIt) {
+  Harness run(element_line());
+  std::vector<std::string> log;
+  GstPad* src = gst_element_get_static_pad(run.element(), "src");
+  gst_pad_add_probe(src, static_cast<GstPadProbeType>(GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM),
+                    record_flow, &log, nullptr);
+  gst_object_unref(src);
+  run.set_caps(kRgb32x24);
+  // Nothing pending: forwarded at once.
+  ASSERT_TRUE(gst_harness_push_event(run.h(), gst_event_new_gap(0, 40 * GST_MSECOND)));
+  EXPECT_EQ(log, std::vector<std::string>({"GAP"}));
+  auto frames = random_frames(6, 24, 32, 81);
+  ASSERT_EQ(run.push_rgb(frames.narrow(0, 0, 3), 1), GST_FLOW_OK);
+  ASSERT_TRUE(gst_harness_push_event(run.h(), gst_event_new_gap(4 * 40 * GST_MSECOND, 40 * GST_MSECOND)));
+  EXPECT_EQ(log.size(), 1u) << "held back while frames before it are pending";
+  ASSERT_EQ(run.push_rgb(frames.narrow(0, 3, 2), 5), GST_FLOW_OK);
+  ASSERT_TRUE(gst_harness_push_event(run.h(), gst_event_new_gap(7 * 40 * GST_MSECOND, 40 * GST_MSECOND)));
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  EXPECT_EQ(log, std::vector<std::string>({"GAP", "B1", "B2", "B3", "GAP", "B5", "B6", "GAP", "EOS"}));
+  auto out = run.pull_all();
+  for (auto* b : out) gst_buffer_unref(b);
+}
+
+TEST(Events, QosDisabledByDefaultKeepsEveryFrame) {
+  Harness run(element_line());
+  gboolean qos = TRUE;
+  g_object_get(run.element(), "qos", &qos, nullptr);
+  EXPECT_FALSE(qos);
+  run.set_caps(kRgb32x24);
+  // A QoS event saying everything before 10 s is late: without QoS handling nothing is dropped.
+  GstPad* src = gst_element_get_static_pad(run.element(), "src");
+  ASSERT_TRUE(gst_pad_send_event(src, gst_event_new_qos(GST_QOS_TYPE_UNDERFLOW, 0.5, 10 * GST_SECOND, 0)));
+  gst_object_unref(src);
+  ASSERT_EQ(run.push_rgb(random_frames(3, 24, 32, 91)), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  EXPECT_EQ(out.size(), 3u);
+  for (auto* b : out) gst_buffer_unref(b);
+}
+
+TEST(Events, QosEnabledDropsLateInputsBeforeTheEngine) {
+  Harness run(element_line("qos=true"));
+  run.set_caps(kRgb32x24);
+  GstPad* src = gst_element_get_static_pad(run.element(), "src");
+  // Late until running time 100 ms: inputs at 0, 40 and 80 ms are dropped, 120 and 160 ms go through.
+  ASSERT_TRUE(gst_pad_send_event(src, gst_event_new_qos(GST_QOS_TYPE_UNDERFLOW, 0.5, 100 * GST_MSECOND, 0)));
+  gst_object_unref(src);
+  ASSERT_EQ(run.push_rgb(random_frames(5, 24, 32, 92)), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(GST_BUFFER_OFFSET(out[0]), 3u);
+  EXPECT_EQ(GST_BUFFER_OFFSET(out[1]), 4u);
+  guint64 frames_in = 0;
+  g_object_get(run.element(), "frames-in", &frames_in, nullptr);
+  EXPECT_EQ(frames_in, 2u);
+  for (auto* b : out) gst_buffer_unref(b);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Latency
+// ------------------------------------------------------------------------------------------------
+
+namespace {
+
+void query_latency(GstHarness* h, gboolean* live, GstClockTime* min, GstClockTime* max) {
+  GstQuery* q = gst_query_new_latency();
+  ASSERT_TRUE(gst_pad_peer_query(h->sinkpad, q));
+  gst_query_parse_latency(q, live, min, max);
+  gst_query_unref(q);
+}
+
+}  // namespace
+
+TEST(Latency, ReportsTwentyFourFramesPlusTheMeanChunkTime) {
+  Harness run(element_line());
+  GstBus* bus = gst_bus_new();
+  gst_element_set_bus(run.element(), bus);
+  gst_harness_set_upstream_latency(run.h(), 10 * GST_MSECOND);
+  run.set_caps(kRgb32x24);
+
+  gboolean live = FALSE;
+  GstClockTime min = 0, max = 0;
+  query_latency(run.h(), &live, &min, &max);
+  EXPECT_EQ(min, 10 * GST_MSECOND + 24 * 40 * GST_MSECOND) << "before any chunk: look-ahead only";
+
+  while (GstMessage* m = gst_bus_pop(bus)) gst_message_unref(m);
+  ASSERT_EQ(run.push_rgb(random_frames(25, 24, 32, 101)), GST_FLOW_OK);
+  GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_LATENCY);
+  EXPECT_NE(msg, nullptr) << "a LATENCY message once the processing time is known";
+  if (msg) gst_message_unref(msg);
+
+  gdouble mean_ms = 0;
+  g_object_get(run.element(), "mean-chunk-ms", &mean_ms, nullptr);
+  EXPECT_GT(mean_ms, 0.0);
+  query_latency(run.h(), &live, &min, &max);
+  const GstClockTime processing = static_cast<GstClockTime>(mean_ms * GST_MSECOND);
+  const GstClockTime expected = 10 * GST_MSECOND + 24 * 40 * GST_MSECOND + processing;
+  EXPECT_LE(min > expected ? min - expected : expected - min, GST_USECOND) << min;
+  if (GST_CLOCK_TIME_IS_VALID(max)) {
+    EXPECT_GE(max, min);
+  }
+
+  gst_element_set_bus(run.element(), nullptr);
+  gst_object_unref(bus);
+  auto out = run.pull_all();
+  for (auto* b : out) gst_buffer_unref(b);
+}
+
+namespace {
+
+gboolean answer_live_latency(GstPad*, GstObject*, GstQuery* query) {
+  if (GST_QUERY_TYPE(query) != GST_QUERY_LATENCY) return FALSE;
+  gst_query_set_latency(query, TRUE, 20 * GST_MSECOND, GST_CLOCK_TIME_NONE);
+  return TRUE;
+}
+
+gboolean answer_bounded_latency(GstPad*, GstObject*, GstQuery* query) {
+  if (GST_QUERY_TYPE(query) != GST_QUERY_LATENCY) return FALSE;
+  gst_query_set_latency(query, TRUE, 20 * GST_MSECOND, 500 * GST_MSECOND);
+  return TRUE;
+}
+
+}  // namespace
+
+TEST(Latency, LiveUpstreamUnboundedMaxStaysUnboundedAndFallbackIs25Fps) {
+  for (auto answer : {answer_live_latency, answer_bounded_latency}) {
+    Harness run(element_line());
+    run.set_caps("video/x-raw,format=RGB,width=32,height=24,framerate=0/1");
+    gst_pad_set_query_function(run.h()->srcpad, answer);
+    gboolean live = FALSE;
+    GstClockTime min = 0, max = 0;
+    query_latency(run.h(), &live, &min, &max);
+    EXPECT_TRUE(live);
+    const GstClockTime ours = 24 * 40 * GST_MSECOND;  // 25 fps when the framerate is 0/1
+    EXPECT_EQ(min, 20 * GST_MSECOND + ours);
+    if (answer == answer_live_latency) {
+      EXPECT_EQ(max, GST_CLOCK_TIME_NONE);
+    } else {
+      EXPECT_EQ(max, 500 * GST_MSECOND + ours);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// States
+// ------------------------------------------------------------------------------------------------
+
+TEST(State, RepeatedNullPlayingCyclesGiveFullOutputEachTime) {
+  const std::string line = "videotestsrc num-buffers=3 ! video/x-raw,format=RGB,width=32,height=24 ! " +
+                           element_line() + " ! fakesink sync=false";
+  GError* err = nullptr;
+  GstElement* pipeline = gst_parse_launch(line.c_str(), &err);
+  ASSERT_NE(pipeline, nullptr) << (err ? err->message : "");
+  GstElement* vsr = gst_bin_get_by_name(GST_BIN(pipeline), "vsr");
+  for (int cycle = 0; cycle < 3; ++cycle) {
+    EXPECT_EQ(run_pipeline(pipeline, 120 * GST_SECOND), "") << "cycle " << cycle;
+    guint64 out = 0;
+    g_object_get(vsr, "frames-out", &out, nullptr);
+    EXPECT_EQ(out, 3u) << "cycle " << cycle;
+    ASSERT_EQ(gst_element_set_state(pipeline, cycle == 1 ? GST_STATE_READY : GST_STATE_NULL),
+              GST_STATE_CHANGE_SUCCESS);
+  }
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(vsr);
+  gst_object_unref(pipeline);
+}
+
+TEST(State, AutoDeviceAndPrecisionRunOnTheCpuWithoutCuda) {
+  if (at::hasCUDA()) GTEST_SKIP() << "CUDA is available: auto means cuda here (see the Cuda group)";
+  const at::Tensor frames = random_frames(2, 24, 32, 17);
+  Harness run("flashvsr name=vsr model-dir=\"" + tiny_model_dir() + "\" device=auto precision=auto");
+  run.set_caps(kRgb32x24);
+  ASSERT_EQ(run.push_rgb(frames), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  ASSERT_EQ(out.size(), 2u);
+  // auto = fp32 on the CPU: the same as the explicit settings.
+  expect_equal_frames(rgb_of(run.output_info(), out), engine_upscale(frames, {}), "auto on the CPU");
+}
+
+TEST(State, ModelSettingsCannotChangeWhilePlaying) {
+  Harness run(element_line());
+  run.set_caps(kRgb32x24);
+  ASSERT_GT(GST_STATE(run.element()), GST_STATE_READY);
+  g_object_set(run.element(), "model-dir", "/somewhere/else", "device", "cuda:3", nullptr);
+  gst_util_set_object_arg(G_OBJECT(run.element()), "precision", "bf16");
+  gst_util_set_object_arg(G_OBJECT(run.element()), "model-version", "1.0");
+  gchar *dir = nullptr, *device = nullptr;
+  g_object_get(run.element(), "model-dir", &dir, "device", &device, nullptr);
+  EXPECT_EQ(std::string(dir), tiny_model_dir());
+  EXPECT_EQ(std::string(device), "cpu");
+  g_free(dir);
+  g_free(device);
+  gint precision = -1, version = -1;
+  g_object_get(run.element(), "precision", &precision, "model-version", &version, nullptr);
+  EXPECT_EQ(precision, 3);  // fp32
+  EXPECT_EQ(version, 1);    // 1.1
+  // Still working.
+  ASSERT_EQ(run.push_rgb(random_frames(1, 24, 32, 1)), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  EXPECT_EQ(out.size(), 1u);
+  for (auto* b : out) gst_buffer_unref(b);
+}
+
+TEST(State, ModelDirChangedInReadyIsLoadedWhenGoingToPaused) {
+  GstElement* e = make_element(tiny_model_dir());
+  GstElement* pipeline = gst_pipeline_new(nullptr);
+  gst_bin_add(GST_BIN(pipeline), GST_ELEMENT(gst_object_ref(e)));
+  ASSERT_EQ(gst_element_set_state(pipeline, GST_STATE_READY), GST_STATE_CHANGE_SUCCESS);
+  const std::string missing = scratch("not-a-model") + "/nothing";
+  g_object_set(e, "model-dir", missing.c_str(), nullptr);
+  EXPECT_EQ(gst_element_set_state(pipeline, GST_STATE_PAUSED), GST_STATE_CHANGE_FAILURE);
+  GstBus* bus = gst_element_get_bus(pipeline);
+  GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+  ASSERT_NE(msg, nullptr);
+  EXPECT_NE(error_text(msg).find(missing), std::string::npos);
+  gst_message_unref(msg);
+  gst_object_unref(bus);
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(pipeline);
+  gst_object_unref(e);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Properties
+// ------------------------------------------------------------------------------------------------
+
+TEST(Properties, EveryPropertyHasRangeDefaultAndBlurb) {
+  GstElement* e = make_element("");
+  GObjectClass* klass = G_OBJECT_GET_CLASS(e);
+  struct Expect {
+    const char* name;
+    bool mutable_ready;
+  };
+  for (const Expect& x : {Expect{"model-dir", true}, Expect{"model-version", true}, Expect{"device", true},
+                          Expect{"precision", true}, Expect{"scale", false}, Expect{"sparse-ratio", false},
+                          Expect{"kv-ratio", false}, Expect{"local-range", false}, Expect{"color-fix", false},
+                          Expect{"seed", false}, Expect{"attention", false}, Expect{"frames-in", false},
+                          Expect{"frames-out", false}, Expect{"chunks", false}, Expect{"mean-chunk-ms", false}}) {
+    GParamSpec* p = g_object_class_find_property(klass, x.name);
+    ASSERT_NE(p, nullptr) << x.name;
+    EXPECT_GT(strlen(g_param_spec_get_blurb(p)), 10u) << x.name;
+    EXPECT_EQ((p->flags & GST_PARAM_MUTABLE_READY) != 0, x.mutable_ready) << x.name;
+  }
+  auto dspec = [&](const char* name) { return G_PARAM_SPEC_DOUBLE(g_object_class_find_property(klass, name)); };
+  EXPECT_EQ(dspec("scale")->default_value, 4.0);
+  EXPECT_EQ(dspec("sparse-ratio")->default_value, 2.0);
+  EXPECT_EQ(dspec("kv-ratio")->default_value, 3.0);
+  EXPECT_EQ(dspec("kv-ratio")->minimum, 1.0);
+  EXPECT_EQ(G_PARAM_SPEC_INT(g_object_class_find_property(klass, "local-range"))->default_value, 11);
+  EXPECT_EQ(G_PARAM_SPEC_UINT64(g_object_class_find_property(klass, "seed"))->default_value, 0u);
+  EXPECT_STREQ(G_PARAM_SPEC_STRING(g_object_class_find_property(klass, "device"))->default_value, "auto");
+  auto enum_default_nick = [&](const char* name) {
+    GParamSpec* p = g_object_class_find_property(klass, name);
+    GEnumClass* ec = G_PARAM_SPEC_ENUM(p)->enum_class;
+    return std::string(g_enum_get_value(ec, G_PARAM_SPEC_ENUM(p)->default_value)->value_nick);
+  };
+  EXPECT_EQ(enum_default_nick("model-version"), "1.1");
+  EXPECT_EQ(enum_default_nick("precision"), "auto");
+  EXPECT_EQ(enum_default_nick("color-fix"), "adain");
+  EXPECT_EQ(enum_default_nick("attention"), "auto");
+  for (const char* ro : {"frames-in", "frames-out", "chunks", "mean-chunk-ms"})
+    EXPECT_FALSE(g_object_class_find_property(klass, ro)->flags & G_PARAM_WRITABLE) << ro;
+  // Enum nicks as gst-launch takes them.
+  gst_util_set_object_arg(G_OBJECT(e), "color-fix", "wavelet");
+  gst_util_set_object_arg(G_OBJECT(e), "attention", "reference");
+  gint fix = 0, attention = 0;
+  g_object_get(e, "color-fix", &fix, "attention", &attention, nullptr);
+  EXPECT_EQ(fix, 2);
+  EXPECT_EQ(attention, 1);
+  gst_object_unref(e);
+}
+
+TEST(Properties, OutOfRangeValuesAreOutsideTheParamSpecs) {
+  GstElement* e = make_element("");
+  GObjectClass* klass = G_OBJECT_GET_CLASS(e);
+  auto rejected = [&](const char* name, const GValue& v) {
+    GValue copy = G_VALUE_INIT;
+    g_value_init(&copy, G_VALUE_TYPE(&v));
+    g_value_copy(&v, &copy);
+    const bool changed = g_param_value_validate(g_object_class_find_property(klass, name), &copy);
+    g_value_unset(&copy);
+    return changed;
+  };
+  GValue d = G_VALUE_INIT;
+  g_value_init(&d, G_TYPE_DOUBLE);
+  g_value_set_double(&d, 0.5);
+  EXPECT_TRUE(rejected("scale", d));
+  g_value_set_double(&d, 100.0);
+  EXPECT_TRUE(rejected("scale", d));
+  g_value_set_double(&d, 0.0);
+  EXPECT_TRUE(rejected("sparse-ratio", d));
+  EXPECT_TRUE(rejected("kv-ratio", d));
+  g_value_set_double(&d, 2.5);
+  EXPECT_FALSE(rejected("scale", d));
+  GValue i = G_VALUE_INIT;
+  g_value_init(&i, G_TYPE_INT);
+  g_value_set_int(&i, 0);
+  EXPECT_TRUE(rejected("local-range", i));
+  g_value_set_int(&i, 9);
+  EXPECT_FALSE(rejected("local-range", i));
+  g_value_unset(&d);
+  g_value_unset(&i);
+  gst_object_unref(e);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Errors at READY: the message names the path and the reason
+// ------------------------------------------------------------------------------------------------
+
+namespace {
+
+struct ErrorSeen {
+  GQuark domain = 0;
+  int code = 0;
+  std::string text;
+};
+
+ErrorSeen error_at_ready(const std::string& model_dir, const std::string& device = "cpu") {
+  GstElement* e = make_element(model_dir, device);
+  ErrorSeen seen;
+  GstMessage* msg = error_reaching(e, GST_STATE_READY);
+  EXPECT_NE(msg, nullptr) << "no error for model-dir '" << model_dir << "' device " << device;
+  if (msg) {
+    seen.text = error_text(msg, &seen.domain, &seen.code);
+    gst_message_unref(msg);
+  }
+  EXPECT_EQ(GST_STATE(e), GST_STATE_NULL);
+  gst_object_unref(e);
+  return seen;
+}
+
+}  // namespace
+
+TEST(Errors, MissingModelDirPropertyFailsAtReady) {
+  const ErrorSeen e = error_at_ready("");
+  EXPECT_EQ(e.domain, GST_RESOURCE_ERROR);
+  EXPECT_EQ(e.code, GST_RESOURCE_ERROR_NOT_FOUND);
+  EXPECT_NE(e.text.find("model-dir"), std::string::npos) << e.text;
+}
+
+TEST(Errors, MissingModelDirectoryNamesThePath) {
+  const std::string dir = scratch("missing") + "/no-such-model";
+  const ErrorSeen e = error_at_ready(dir);
+  EXPECT_EQ(e.domain, GST_RESOURCE_ERROR);
+  EXPECT_EQ(e.code, GST_RESOURCE_ERROR_NOT_FOUND);
+  EXPECT_NE(e.text.find(dir), std::string::npos) << e.text;
+}
+
+TEST(Errors, MissingModelFileNamesTheFile) {
+  const std::string dir = scratch("missing-file");
+  copy_model_dir(tiny_model_dir(), dir);
+  ASSERT_EQ(::unlink(join_path(dir, "TCDecoder.ckpt").c_str()), 0);
+  const ErrorSeen e = error_at_ready(dir);
+  EXPECT_EQ(e.domain, GST_RESOURCE_ERROR);
+  EXPECT_EQ(e.code, GST_RESOURCE_ERROR_NOT_FOUND);
+  EXPECT_NE(e.text.find("TCDecoder.ckpt"), std::string::npos) << e.text;
+}
+
+TEST(Errors, CorruptModelFileNamesTheFile) {
+  const std::string dir = scratch("corrupt");
+  copy_model_dir(tiny_model_dir(), dir);
+  const std::string dit = join_path(dir, "diffusion_pytorch_model_streaming_dmd.safetensors");
+  ASSERT_EQ(::truncate(dit.c_str(), file_size(dit) / 2), 0);
+  const ErrorSeen e = error_at_ready(dir);
+  EXPECT_EQ(e.domain, GST_RESOURCE_ERROR);
+  EXPECT_EQ(e.code, GST_RESOURCE_ERROR_READ);
+  EXPECT_NE(e.text.find("diffusion_pytorch_model_streaming_dmd.safetensors"), std::string::npos) << e.text;
+}
+
+TEST(Errors, WrongTensorShapeNamesFileAndTensor) {
+  const std::string dir = scratch("wrong-shape");
+  ModelTensors t = make_random_model(ModelSpec::tiny(), 3);
+  const std::string key = "blocks.1.self_attn.q.weight";
+  ASSERT_TRUE(t.dit.count(key)) << "model maker has no " << key;
+  at::Tensor w = t.dit[key];
+  t.dit[key] = at::cat({w, w.narrow(0, 0, 1)}, 0);
+  write_model_dir(dir, t);
+  const ErrorSeen e = error_at_ready(dir);
+  EXPECT_EQ(e.domain, GST_RESOURCE_ERROR);
+  EXPECT_EQ(e.code, GST_RESOURCE_ERROR_READ);
+  EXPECT_NE(e.text.find("diffusion_pytorch_model_streaming_dmd.safetensors"), std::string::npos) << e.text;
+  EXPECT_NE(e.text.find(key), std::string::npos) << e.text;
+}
+
+TEST(Errors, BadDeviceStringFailsAtReadyWithSettingsError) {
+  const ErrorSeen e = error_at_ready(tiny_model_dir(), "gpu7");
+  EXPECT_EQ(e.domain, GST_RESOURCE_ERROR);
+  EXPECT_EQ(e.code, GST_RESOURCE_ERROR_SETTINGS);
+  EXPECT_NE(e.text.find("gpu7"), std::string::npos) << e.text;
+}
+
+TEST(Errors, CudaRequestedWithoutCudaFailsAtReadyWithLibraryInit) {
+  if (at::hasCUDA()) GTEST_SKIP() << "CUDA is available here";
+  const ErrorSeen e = error_at_ready(tiny_model_dir(), "cuda:0");
+  EXPECT_EQ(e.domain, GST_LIBRARY_ERROR);
+  EXPECT_EQ(e.code, GST_LIBRARY_ERROR_INIT);
+  EXPECT_NE(e.text.find("cuda"), std::string::npos) << e.text;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Whole pipelines
+// ------------------------------------------------------------------------------------------------
+
+namespace {
+
+struct Decoded {
+  int frames = 0;
+  int width = 0, height = 0;
+};
+
+GstPadProbeReturn count_frame(GstPad* pad, GstPadProbeInfo*, gpointer data) {
+  auto* d = static_cast<Decoded*>(data);
+  d->frames++;
+  if (GstCaps* caps = gst_pad_get_current_caps(pad)) {
+    const GstStructure* s = gst_caps_get_structure(caps, 0);
+    gst_structure_get_int(s, "width", &d->width);
+    gst_structure_get_int(s, "height", &d->height);
+    gst_caps_unref(caps);
+  }
+  return GST_PAD_PROBE_OK;
+}
+
+Decoded decode_file(const std::string& path) {
+  Decoded d;
+  const std::string line = "filesrc location=\"" + path + "\" ! decodebin ! videoconvert ! fakesink name=sink sync=false";
+  GError* err = nullptr;
+  GstElement* pipeline = gst_parse_launch(line.c_str(), &err);
+  EXPECT_NE(pipeline, nullptr) << (err ? err->message : "");
+  if (!pipeline) return d;
+  GstElement* sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
+  GstPad* pad = gst_element_get_static_pad(sink, "sink");
+  gst_pad_add_probe(pad, GST_PAD_PROBE_TYPE_BUFFER, count_frame, &d, nullptr);
+  gst_object_unref(pad);
+  gst_object_unref(sink);
+  EXPECT_EQ(run_pipeline(pipeline, 120 * GST_SECOND), "") << line;
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(pipeline);
+  return d;
+}
+
+void run_line(const std::string& line) {
+  GError* err = nullptr;
+  GstElement* pipeline = gst_parse_launch(line.c_str(), &err);
+  ASSERT_NE(pipeline, nullptr) << line << ": " << (err ? err->message : "");
+  EXPECT_EQ(run_pipeline(pipeline, 300 * GST_SECOND), "") << line;
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(pipeline);
+}
+
+}  // namespace
+
+TEST(Pipeline, EncodedClipUpscalesWithTheSameFrameCount) {
+  const std::string dir = scratch("pipeline");
+  const std::string in = dir + "/in.mp4", out = dir + "/out.mp4";
+  run_line("videotestsrc num-buffers=30 pattern=ball ! video/x-raw,width=48,height=32,framerate=25/1 ! "
+           "x264enc ! mp4mux ! filesink location=\"" + in + "\"");
+  const Decoded source = decode_file(in);
+  ASSERT_EQ(source.frames, 30);
+  run_line("filesrc location=\"" + in + "\" ! decodebin ! videoconvert ! " + element_line() +
+           " ! videoconvert ! x264enc ! mp4mux ! filesink location=\"" + out + "\"");
+  const Decoded result = decode_file(out);
+  EXPECT_EQ(result.frames, 30);
+  EXPECT_EQ(result.width, 192);
+  EXPECT_EQ(result.height, 128);
+}
+
+class Launch : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
+
+TEST_P(Launch, GstLaunchWritesNFramesOfFourTimesTheSize) {
+  const auto [n, w, h] = GetParam();
+  const char* launch = std::getenv("GST_LAUNCH");
+  if (!launch || !*launch) GTEST_SKIP() << "gst-launch-1.0 was not found at configure time";
+  const std::string dir = scratch("launch-" + std::to_string(n) + "-" + std::to_string(w) + "x" + std::to_string(h));
+  const std::string out = dir + "/out.rgb";
+  const std::string command = std::string("\"") + launch + "\" -q videotestsrc num-buffers=" + std::to_string(n) +
+                              " ! video/x-raw,format=RGB,width=" + std::to_string(w) + ",height=" +
+                              std::to_string(h) + " ! flashvsr model-dir=\"" + tiny_model_dir() +
+                              "\" device=cpu precision=fp32 ! filesink location=\"" + out + "\" 2>&1";
+  std::string output;
+  const int status = test::run_command(command, &output);
+  ASSERT_EQ(status, 0) << command << "\n" << output;
+  ASSERT_TRUE(path_exists(out));
+  EXPECT_EQ(file_size(out), static_cast<int64_t>(n) * (4 * w) * (4 * h) * 3);
+}
+
+INSTANTIATE_TEST_SUITE_P(Launch, Launch,
+                         ::testing::Values(std::make_tuple(1, 32, 24), std::make_tuple(3, 35, 21),
+                                           std::make_tuple(27, 33, 25)),
+                         [](const auto& info) {
+                           return "N" + std::to_string(std::get<0>(info.param)) + "_" +
+                                  std::to_string(std::get<1>(info.param)) + "x" +
+                                  std::to_string(std::get<2>(info.param));
+                         });
+
+// ------------------------------------------------------------------------------------------------
+// A fixture's release-layout model (bf16 LQ projection, its own sizes) through the element
+// ------------------------------------------------------------------------------------------------
+
+TEST(Fixtures, FixtureModelsGiveTheEnginesOutput) {
+  const auto dirs = test::fixture_dirs();
+  if (dirs.empty()) GTEST_SKIP() << "no fixtures under " << test::fixtures_dir();
+  for (const std::string& fixture : dirs) {
+    const std::string model_dir = fixture + "/model";
+    if (!is_directory(model_dir)) continue;
+    SCOPED_TRACE(fixture);
+    const JsonValue params = JsonValue::parse(test::read_file(fixture + "/params.json"));
+    const auto& p = params.as_object();
+    at::Tensor lr = read_safetensors(fixture + "/input.safetensors").at("lr_frames");
+    lr = lr.narrow(0, 0, std::min<int64_t>(lr.size(0), 9)).contiguous();
+    const int64_t h = lr.size(1), w = lr.size(2);
+
+    StreamOptions o;
+    o.scale = p.at("scale").as_number();
+    o.lq_version = parse_lq_version(p.at("model_version").as_string());
+    o.sparse_ratio = p.at("sparse_ratio").as_number();
+    o.kv_ratio = p.at("kv_ratio").as_number();
+    o.local_range = p.at("local_range").as_int();
+    o.color_fix = parse_color_fix(p.at("color_fix").as_string());
+    o.seed = static_cast<uint64_t>(p.at("seed").as_int());
+
+    char props[512];
+    g_snprintf(props, sizeof props, "scale=%g model-version=%s sparse-ratio=%g kv-ratio=%g local-range=%d "
+               "color-fix=%s seed=%" G_GUINT64_FORMAT, o.scale, p.at("model_version").as_string().c_str(),
+               o.sparse_ratio, o.kv_ratio, static_cast<int>(o.local_range),
+               p.at("color_fix").as_string().c_str(), static_cast<guint64>(o.seed));
+    Harness run(element_line(props, model_dir));
+    run.set_caps("video/x-raw,format=RGB,width=" + std::to_string(w) + ",height=" + std::to_string(h) +
+                 ",framerate=25/1");
+    ASSERT_EQ(run.push_rgb(lr), GST_FLOW_OK);
+    ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+    auto out = run.pull_all();
+    ASSERT_EQ(out.size(), static_cast<size_t>(lr.size(0)));
+    const GstVideoInfo info = run.output_info();
+    EXPECT_EQ(GST_VIDEO_INFO_WIDTH(&info), p.at("width").as_int());
+    EXPECT_EQ(GST_VIDEO_INFO_HEIGHT(&info), p.at("height").as_int());
+    expect_equal_frames(rgb_of(info, out), engine_upscale(lr, o, model_dir), fixture);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// CUDA (registered only where a GPU exists; skipped without one)
+// ------------------------------------------------------------------------------------------------
+
+TEST(Cuda, CudaOutputHasTheSizeAndCountAndTracksTheCpuOutput) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device in this process";
+  const at::Tensor frames = random_frames(9, 24, 32, 201);
+  Harness run("flashvsr name=vsr model-dir=\"" + tiny_model_dir() + "\" device=cuda precision=fp32");
+  run.set_caps("video/x-raw,format=NV12,width=32,height=24,framerate=25/1,colorimetry=bt709",
+               "video/x-raw,format=RGB");
+  FrameConverter conv(PixelFormat::NV12, 32, 24, {YuvMatrix::BT709, false}, at::kCPU);
+  const at::Tensor packed = conv.from_rgb(frames);
+  ASSERT_EQ(run.push_packed(packed), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  ASSERT_EQ(out.size(), 9u);
+  const at::Tensor got = rgb_of(run.output_info(), out);
+  const at::Tensor cpu = engine_upscale(conv.to_rgb(packed), {});
+  // float32 on both devices: the same picture up to kernel rounding.
+  const double mean_diff = (got.to(at::kFloat) - cpu.to(at::kFloat)).abs().mean().item<double>();
+  EXPECT_LT(mean_diff, 2.0);
+}
+
+TEST(Cuda, AutoDeviceUsesCudaInBf16AndKeepsOneOutputPerInput) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device in this process";
+  const at::Tensor frames = random_frames(30, 24, 32, 202);
+  Harness run("flashvsr name=vsr model-dir=\"" + tiny_model_dir() + "\"");
+  run.set_caps(kRgb32x24, "video/x-raw,format=I420");
+  ASSERT_EQ(run.push_rgb(frames), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  ASSERT_EQ(out.size(), 30u);
+  for (size_t i = 0; i < out.size(); ++i) {
+    EXPECT_EQ(GST_BUFFER_PTS(out[i]), i * 40 * GST_MSECOND);
+    gst_buffer_unref(out[i]);
+  }
+  guint64 chunks = 0;
+  gdouble mean_ms = 0;
+  g_object_get(run.element(), "chunks", &chunks, "mean-chunk-ms", &mean_ms, nullptr);
+  EXPECT_EQ(chunks, 3u);  // frames 0..20, 21..28, and 29 with the padded tail at EOS
+  EXPECT_GT(mean_ms, 0.0);
+}
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  gst_init(&argc, &argv);
+  // Any GLib warning or critical (a refused property set included) fails the run.
+  g_log_set_always_fatal(static_cast<GLogLevelFlags>(G_LOG_LEVEL_WARNING | G_LOG_LEVEL_CRITICAL));
+  at::set_num_threads(1);
+  const int status = RUN_ALL_TESTS();
+  gst_deinit();
+  return status;
+}
