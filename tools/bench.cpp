@@ -207,6 +207,7 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
     << so.kv_ratio << ",\"color_fix\":\"" << color_fix_name(so.color_fix) << "\",\"attention\":\""
     << attention_backend_name(so.attention) << "\",\"frames\":" << n << ",\"frames_out\":" << produced
     << ",\"load_s\":" << load_s << ",\"steady_fps\":" << 8.0 / steady << ",\"steady_chunk_ms\":" << steady * 1e3
+    << ",\"host_enqueue_chunk_ms\":" << 1e3 * stream.stats().chunk_seconds_total / std::max<int64_t>(1, stream.stats().chunks)
     << ",\"overall_fps\":" << n / total_s << ",\"latency_first_output_s\":" << latency_s
     << ",\"peak_alloc_gib\":" << peak_alloc << ",\"peak_reserved_gib\":" << peak_reserved << ",\"stage_ms\":{";
   bool first = true;
