@@ -199,7 +199,10 @@ Stream::Stream(std::shared_ptr<const Model> model, const StreamOptions& o) : mod
   rope_.emplace(model_->config().dit.head_dim, pad_h_ / 16, pad_w_ / 16, device);
 }
 
-void Stream::reset() { state_.reset(); }
+void Stream::reset() {
+  state_.reset();
+  stats_ = StreamStats();
+}
 
 StreamStats Stream::stats() const {
   StreamStats s = stats_;
