@@ -60,7 +60,8 @@ at::Tensor select_key_windows(const at::Tensor& q_w, const at::Tensor& k_w, int6
   const int64_t slices = nq / per_slice, n = per_slice * nk;
   auto flat = probs.view({heads, slices, n});
   const int64_t k = std::max<int64_t>(1, std::min<int64_t>(n - 1, topk) + 1);
-  auto threshold = std::get<0>(at::topk(flat, k, -1, /*largest=*/true, /*sorted=*/true)).narrow(-1, k - 1, 1);
+  // The (k+1)-th largest value, i.e. the smallest of the top k+1 (no need to sort them).
+  auto threshold = std::get<0>(at::topk(flat, k, -1, /*largest=*/true, /*sorted=*/false)).amin(-1, /*keepdim=*/true);
   return (flat > threshold).view({heads, nq, nk});
 }
 
