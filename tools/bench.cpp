@@ -121,7 +121,10 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
   so.lq_version = parse_lq_version(args.str("model-version", "1.1"));
   so.seed = static_cast<uint64_t>(args.integer("seed", 0));
   const int64_t n = std::max<int64_t>(1, args.integer("frames", 101));
-  const auto frames = synthetic_frames(n, so.in_height, so.in_width);
+  const int64_t memory_every = args.integer("memory-every", 0);
+  // At most 240 distinct frames, cycled for longer runs.
+  const auto frames = synthetic_frames(std::min<int64_t>(n, 240), so.in_height, so.in_width);
+  auto frame = [&](int64_t i) { return frames.narrow(0, i % frames.size(0), 1); };
 
   Stream stream(model, so);
   // Device events per stage (CUDA), or host wall clock (CPU).
@@ -149,7 +152,7 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
     if (on_cuda) dstream.synchronize();
   };
   // Warm-up: one stream of 41 frames (chunk 0 and two steady chunks), then a fresh one.
-  for (int64_t i = 0; i < std::min<int64_t>(41, n); ++i) stream.push(frames.narrow(0, i, 1)).cpu();
+  for (int64_t i = 0; i < std::min<int64_t>(41, n); ++i) stream.push(frame(i)).cpu();
   stream.finish().cpu();
   sync();
   stream.reset();
@@ -163,8 +166,16 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
   auto last = t0;
   for (int64_t i = 0; i < n; ++i) {
     const auto tp = Clock::now();
-    auto out = stream.push(frames.narrow(0, i, 1)).cpu();  // the download synchronises, as an element must
+    auto out = stream.push(frame(i)).cpu();  // the download synchronises, as an element must
     const auto te = Clock::now();
+    if (memory_every > 0 && (i + 1) % memory_every == 0 && on_cuda) {
+      sync();
+      auto st = c10::getDeviceAllocator(device.type())->getDeviceStats(device.index());
+      std::printf("{\"frames_in\":%lld,\"allocated_gib\":%.4f,\"reserved_gib\":%.4f}\n", (long long)(i + 1),
+                  static_cast<double>(st.allocated_bytes[0].current) / (1 << 30),
+                  static_cast<double>(st.reserved_bytes[0].current) / (1 << 30));
+      std::fflush(stdout);
+    }
     if (out.size(0) > 0) {
       if (produced == 0) latency_s = std::chrono::duration<double>(te - tp).count();
       else chunk_s.push_back(std::chrono::duration<double>(te - last).count());
@@ -229,7 +240,7 @@ int main(int argc, char** argv) {
   try {
     cli::Args args(argc, argv,
                    {"model", "preset", "device", "precision", "sizes", "scale", "frames", "sparse-ratio",
-                    "local-range", "kv-ratio", "color-fix", "attention", "decoder-group", "model-version", "seed"},
+                    "local-range", "kv-ratio", "color-fix", "attention", "decoder-group", "model-version", "seed", "memory-every"},
                    {"help"});
     if (args.has("help")) {
       std::fputs(kUsage, stdout);
