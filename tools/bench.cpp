@@ -216,7 +216,9 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
     << so.in_height << "\",\"padded\":\"" << stream.padded_width() << "x" << stream.padded_height()
     << "\",\"sparse_ratio\":" << so.sparse_ratio << ",\"local_range\":" << so.local_range << ",\"kv_ratio\":"
     << so.kv_ratio << ",\"color_fix\":\"" << color_fix_name(so.color_fix) << "\",\"attention\":\""
-    << attention_backend_name(so.attention) << "\",\"frames\":" << n << ",\"frames_out\":" << produced
+    << attention_backend_name(so.attention) << "\",\"decoder_group\":" << so.decoder_group
+    << ",\"cudnn_benchmark\":" << (at::globalContext().benchmarkCuDNN() ? "true" : "false") << ",\"frames\":" << n
+    << ",\"frames_out\":" << produced
     << ",\"load_s\":" << load_s << ",\"steady_fps\":" << 8.0 / steady << ",\"steady_chunk_ms\":" << steady * 1e3
     << ",\"host_enqueue_chunk_ms\":" << 1e3 * stream.stats().chunk_seconds_total / std::max<int64_t>(1, stream.stats().chunks)
     << ",\"overall_fps\":" << n / total_s << ",\"latency_first_output_s\":" << latency_s
@@ -240,13 +242,16 @@ int main(int argc, char** argv) {
   try {
     cli::Args args(argc, argv,
                    {"model", "preset", "device", "precision", "sizes", "scale", "frames", "sparse-ratio",
-                    "local-range", "kv-ratio", "color-fix", "attention", "decoder-group", "model-version", "seed", "memory-every"},
+                    "local-range", "kv-ratio", "color-fix", "attention", "decoder-group", "model-version", "seed", "memory-every", "cudnn-benchmark"},
                    {"help"});
     if (args.has("help")) {
       std::fputs(kUsage, stdout);
       return 0;
     }
     c10::InferenceMode inference;
+    // cuDNN autotuning for the fixed shapes of a stream (a process-wide LibTorch setting).
+    const bool cudnn_benchmark = args.integer("cudnn-benchmark", 0) != 0;
+    at::globalContext().setBenchmarkCuDNN(cudnn_benchmark);
     const at::Device device = parse_device(args.str("device", "cuda"));
     check_device(device);
     LoadOptions lo;
