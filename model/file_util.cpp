@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "file_util.h"
 
+#include "error.h"
+
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -76,6 +79,41 @@ bool remove_tree(const std::string& path) {
     return ::rmdir(path.c_str()) == 0 && ok;
   }
   return ::unlink(path.c_str()) == 0;
+}
+
+ReadOnlyFile::ReadOnlyFile(const std::string& path, const std::string& label) : path_(path), label_(label) {
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd_ < 0) throw Error(Error::Kind::NotFound, "cannot open " + label + " '" + path + "': " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd_);
+    throw Error(Error::Kind::NotFound, label + " '" + path + "' is not a regular file");
+  }
+  size_ = static_cast<uint64_t>(st.st_size);
+}
+
+ReadOnlyFile::~ReadOnlyFile() { ::close(fd_); }
+
+void ReadOnlyFile::read(uint64_t offset, void* dst, uint64_t n) {
+  auto fail = [&](const std::string& msg) { throw Error(Error::Kind::BadFile, label_ + " '" + path_ + "': " + msg); };
+  if (offset > size_ || n > size_ - offset) fail("read past the end of the file");
+  auto* p = static_cast<char*>(dst);
+  while (n > 0) {
+    const ssize_t got = ::pread(fd_, p, std::min<uint64_t>(n, uint64_t(1) << 30), static_cast<off_t>(offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0)
+      fail(got == 0 ? "unexpected end of file (truncated while reading?)" : std::string("read failed: ") + std::strerror(errno));
+    p += got;
+    offset += static_cast<uint64_t>(got);
+    n -= static_cast<uint64_t>(got);
+  }
+}
+
+void require_little_endian(const std::string& what) {
+  const uint16_t probe = 1;
+  unsigned char first;
+  std::memcpy(&first, &probe, 1);
+  if (first != 1) throw Error(Error::Kind::Internal, what + " support requires a little-endian host");
 }
 
 }  // namespace flashvsr

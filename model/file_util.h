@@ -4,6 +4,7 @@
 // plugin) calls bind to them and crash (seen with remove_all on an existing directory).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -22,5 +23,27 @@ std::vector<std::string> list_directory(const std::string& dir);
 bool make_directories(const std::string& path, std::string* error = nullptr);
 // rm -rf; returns false when something could not be removed.
 bool remove_tree(const std::string& path);
+
+// A regular file opened read-only, read at absolute offsets (pread), closed on destruction. `label` names
+// the kind of file in errors ("safetensors file", "torch archive"): opening failures throw
+// Error(NotFound), reads past the end or I/O failures Error(BadFile), each naming the path.
+class ReadOnlyFile {
+ public:
+  ReadOnlyFile(const std::string& path, const std::string& label);
+  ~ReadOnlyFile();
+  ReadOnlyFile(const ReadOnlyFile&) = delete;
+  ReadOnlyFile& operator=(const ReadOnlyFile&) = delete;
+
+  uint64_t size() const { return size_; }
+  void read(uint64_t offset, void* dst, uint64_t n);
+
+ private:
+  std::string path_, label_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+};
+
+// The file formats we read are little-endian; throws Error(Internal) naming `what` on a big-endian host.
+void require_little_endian(const std::string& what);
 
 }  // namespace flashvsr

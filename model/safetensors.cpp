@@ -3,6 +3,8 @@
 // any tensor memory is allocated; tensor bytes are streamed straight into their tensors.
 #include "safetensors.h"
 
+#include "file_util.h"
+
 #include "error.h"
 #include "json.h"
 
@@ -26,13 +28,6 @@ constexpr uint64_t kReadChunk = uint64_t(64) << 20;
 
 [[noreturn]] void bad(const std::string& path, const std::string& msg) {
   throw Error(Error::Kind::BadFile, "safetensors file '" + path + "': " + msg);
-}
-
-void require_little_endian() {
-  const uint16_t probe = 1;
-  unsigned char first;
-  std::memcpy(&first, &probe, 1);
-  if (first != 1) throw Error(Error::Kind::Internal, "safetensors support requires a little-endian host");
 }
 
 struct DtypeName {
@@ -59,45 +54,6 @@ const char* dtype_name(at::ScalarType t) {
   return nullptr;
 }
 
-// A read-only file with its size, read by absolute offsets.
-class InputFile {
- public:
-  explicit InputFile(const std::string& path) : path_(path) {
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd_ < 0)
-      throw Error(Error::Kind::NotFound, "cannot open safetensors file '" + path + "': " + std::strerror(errno));
-    struct stat st;
-    if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd_);
-      throw Error(Error::Kind::NotFound, "safetensors file '" + path + "' is not a regular file");
-    }
-    size_ = static_cast<uint64_t>(st.st_size);
-  }
-  ~InputFile() { ::close(fd_); }
-  InputFile(const InputFile&) = delete;
-  InputFile& operator=(const InputFile&) = delete;
-
-  uint64_t size() const { return size_; }
-  void read(uint64_t offset, void* dst, uint64_t n) {
-    if (offset > size_ || n > size_ - offset) bad(path_, "read past the end of the file");
-    auto* p = static_cast<char*>(dst);
-    while (n > 0) {
-      ssize_t got = ::pread(fd_, p, std::min<uint64_t>(n, uint64_t(1) << 30), static_cast<off_t>(offset));
-      if (got < 0 && errno == EINTR) continue;
-      if (got <= 0) bad(path_, got == 0 ? "unexpected end of file (truncated while reading?)"
-                                        : std::string("read failed: ") + std::strerror(errno));
-      p += got;
-      offset += static_cast<uint64_t>(got);
-      n -= static_cast<uint64_t>(got);
-    }
-  }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-  uint64_t size_ = 0;
-};
-
 struct Entry {
   std::string name;
   at::ScalarType dtype;
@@ -118,8 +74,8 @@ int64_t json_int(const std::string& path, const JsonValue& v, const std::string&
   }
 }
 
-Header read_header(InputFile& file, const std::string& path) {
-  require_little_endian();
+Header read_header(ReadOnlyFile& file, const std::string& path) {
+  require_little_endian("safetensors");
   if (file.size() < 8) bad(path, "file is " + std::to_string(file.size()) + " bytes, too short for the 8-byte header length");
   unsigned char len_bytes[8];
   file.read(0, len_bytes, 8);
@@ -250,7 +206,7 @@ void append_json_string(std::string& out, const std::string& s) {
 }  // namespace
 
 std::map<std::string, TensorInfo> read_safetensors_header(const std::string& path) {
-  InputFile file(path);
+  ReadOnlyFile file(path, "safetensors file");
   Header h = read_header(file, path);
   std::map<std::string, TensorInfo> out;
   for (auto& e : h.entries) out.emplace(e.name, TensorInfo{e.dtype, e.shape});
@@ -258,7 +214,7 @@ std::map<std::string, TensorInfo> read_safetensors_header(const std::string& pat
 }
 
 TensorMap read_safetensors(const std::string& path) {
-  InputFile file(path);
+  ReadOnlyFile file(path, "safetensors file");
   Header h = read_header(file, path);
   TensorMap out;
   for (auto& e : h.entries) {
@@ -277,7 +233,7 @@ TensorMap read_safetensors(const std::string& path) {
 
 void write_safetensors(const std::string& path, const TensorMap& tensors,
                        const std::map<std::string, std::string>& metadata) {
-  require_little_endian();
+  require_little_endian("safetensors");
   std::vector<at::Tensor> data;
   std::string json = "{";
   bool first = true;

@@ -3,6 +3,8 @@
 // understands dicts/OrderedDicts of tensors, and a writer producing archives that torch.load accepts.
 #include "torch_archive.h"
 
+#include "file_util.h"
+
 #include "error.h"
 
 #include <fcntl.h>
@@ -37,13 +39,6 @@ constexpr uint64_t kIoChunk = uint64_t(16) << 20;
 
 [[noreturn]] void bad(const std::string& path, const std::string& msg) {
   throw Error(Error::Kind::BadFile, "torch archive '" + path + "': " + msg);
-}
-
-void require_little_endian() {
-  const uint16_t probe = 1;
-  unsigned char first;
-  std::memcpy(&first, &probe, 1);
-  if (first != 1) throw Error(Error::Kind::Internal, "torch archive support requires a little-endian host");
 }
 
 // Overflow-checked arithmetic on non-negative int64 values; false on overflow.
@@ -133,44 +128,6 @@ class Cursor {
   size_t pos_ = 0;
 };
 
-class InputFile {
- public:
-  explicit InputFile(const std::string& path) : path_(path) {
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd_ < 0)
-      throw Error(Error::Kind::NotFound, "cannot open torch archive '" + path + "': " + std::strerror(errno));
-    struct stat st;
-    if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd_);
-      throw Error(Error::Kind::NotFound, "torch archive '" + path + "' is not a regular file");
-    }
-    size_ = static_cast<uint64_t>(st.st_size);
-  }
-  ~InputFile() { ::close(fd_); }
-  InputFile(const InputFile&) = delete;
-  InputFile& operator=(const InputFile&) = delete;
-
-  uint64_t size() const { return size_; }
-  void read(uint64_t offset, void* dst, uint64_t n) {
-    if (offset > size_ || n > size_ - offset) bad(path_, "read past the end of the file");
-    auto* p = static_cast<char*>(dst);
-    while (n > 0) {
-      ssize_t got = ::pread(fd_, p, std::min<uint64_t>(n, uint64_t(1) << 30), static_cast<off_t>(offset));
-      if (got < 0 && errno == EINTR) continue;
-      if (got <= 0) bad(path_, got == 0 ? "unexpected end of file (truncated while reading?)"
-                                        : std::string("read failed: ") + std::strerror(errno));
-      p += got;
-      offset += static_cast<uint64_t>(got);
-      n -= static_cast<uint64_t>(got);
-    }
-  }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-  uint64_t size_ = 0;
-};
-
 // ---------------------------------------------------------------------------------------------------------------
 // ZIP reading.
 struct ZipEntry {
@@ -183,7 +140,7 @@ struct ZipEntry {
 
 class ZipReader {
  public:
-  explicit ZipReader(const std::string& path) : path_(path), file_(path) { parse_directory(); }
+  explicit ZipReader(const std::string& path) : path_(path), file_(path, "torch archive") { parse_directory(); }
 
   const std::string& path() const { return path_; }
   uint64_t file_size() const { return file_.size(); }
@@ -221,7 +178,7 @@ class ZipReader {
 
  private:
   std::string path_;
-  InputFile file_;
+  ReadOnlyFile file_;
   std::vector<ZipEntry> entries_;
   std::unordered_map<std::string, size_t> index_;
   uint64_t cd_offset_ = 0;
@@ -851,7 +808,7 @@ class Unpickler {
 class ArchiveReader {
  public:
   explicit ArchiveReader(const std::string& path) : zip_(path) {
-    require_little_endian();
+    require_little_endian("torch archive");
     // The archive prefix is whatever precedes "/data.pkl".
     const ZipEntry* pkl = nullptr;
     for (const auto& e : zip_.entries()) {
@@ -1193,7 +1150,7 @@ TensorMap read_torch_state_dict(const std::string& path) { return ArchiveReader(
 at::Tensor read_torch_tensor(const std::string& path) { return ArchiveReader(path).tensor(); }
 
 void write_torch_state_dict(const std::string& path, const TensorMap& tensors, bool as_state_dict) {
-  require_little_endian();
+  require_little_endian("torch archive");
   std::vector<at::Tensor> storages;
   PickleWriter p;
   p.op(0x80);
@@ -1229,7 +1186,7 @@ void write_torch_state_dict(const std::string& path, const TensorMap& tensors, b
 }
 
 void write_torch_tensor(const std::string& path, const at::Tensor& tensor) {
-  require_little_endian();
+  require_little_endian("torch archive");
   at::Tensor t = prepare(tensor, "tensor");
   PickleWriter p;
   p.op(0x80);
