@@ -39,7 +39,9 @@ NOTE
   frames=${frames:-40}
 fi
 limit=""
-if [ -n "$frames" ]; then limit="identity eos-after=$frames !"; fi
+# identity posts EOS on its eos-after-th buffer without passing it on (and a decoder linked straight to it can
+# overshoot): a queue in front and N + 1 give exactly N frames.
+if [ -n "$frames" ]; then limit="queue ! identity eos-after=$((frames + 1)) !"; fi
 
 if [ -z "$input" ]; then
   input="$BUILD/demo/testsrc.mp4"
