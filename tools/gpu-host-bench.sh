@@ -1,15 +1,16 @@
 #!/bin/sh
 # SPDX-License-Identifier: LGPL-2.1-or-later
-# The GPU-host run behind docs/performance.md: build with the host's LibTorch (CUDA), check bf16 parity
-# on the fixtures, run the CUDA kernel tests, and benchmark the engine at the sizes.
-#   tools/gpu-host-bench.sh FIXTURES_DIR OUT_DIR [SIZES] [BACKENDS]
+# The GPU-host run behind docs/performance.md: build with the host's LibTorch (CUDA), check parity on the
+# fixtures in bf16 and fp16, benchmark the engine at the sizes (and two tuning variants), trace
+# device memory along a 10,000-frame stream, and time the element at 1080p.
+#   tools/gpu-host-bench.sh FIXTURES_DIR OUT_DIR
 # Environment: TORCH_VENV (default /opt/torch/.venv), BUILD (default build-gpu), GPU_ARCH (default 90a),
-# GST (enabled | disabled, default disabled: set enabled after sourcing gpu-host-env.sh for the element run).
+# GST (enabled | disabled, default disabled: set enabled after sourcing gpu-host-env.sh for the element run),
+# SIZES (default 1408x768,1920x1080,3840x2160).
 set -eu
 fixtures=$1
 out=$2
-sizes=${3:-1408x768,1920x1080,3840x2160}
-backends=${4:-cuda}
+sizes=${SIZES:-1408x768,1920x1080,3840x2160}
 venv=${TORCH_VENV:-/opt/torch/.venv}
 build=${BUILD:-build-gpu}
 export PATH="$venv/bin:$PATH"
@@ -22,18 +23,24 @@ if [ ! -f "$build/build.ninja" ]; then
 fi
 ninja -C "$build" >"$out/build.log" 2>&1 || { grep -B3 -A12 -E 'error|FAILED' "$out/build.log" | head -120; exit 1; }
 
-echo "== parity bf16 (threshold 30 dB)"
-"$build/tools/flashvsr-parity" --device cuda --dtype bf16 --threshold 30 "$fixtures" | tee "$out/parity-bf16.txt" || true
-echo "== parity fp32 on CUDA"
-"$build/tools/flashvsr-parity" --device cuda --dtype fp32 "$fixtures" | tee "$out/parity-fp32-cuda.txt" || true
+for dtype in bf16 fp16; do
+  echo "== parity $dtype (threshold 30 dB)"
+  "$build/tools/flashvsr-parity" --device cuda --dtype $dtype --threshold 30 "$fixtures" | tee "$out/parity-$dtype.txt" || true
+done
+
+model=/tmp/flashvsr-random-full
+[ -f "$model/posi_prompt.pth" ] || "$build/tools/flashvsr-make-model" --out "$model" --preset full --dtype bf16
+bench() { "$build/tools/flashvsr-bench" --model "$model" --device cuda --precision bf16 "$@"; }
 echo "== engine benchmark (random full-size weights, bf16)"
-"$build/tools/flashvsr-bench" --preset full --device cuda --precision bf16 --sizes "$sizes" --attention "$backends" \
-  --frames 101 | tee "$out/bench.jsonl"
+bench --sizes "$sizes" --frames 101 | tee "$out/bench.jsonl"
+echo "== tuning variants"
+bench --sizes 1408x768,1920x1080 --frames 101 --cudnn-benchmark 1 | tee -a "$out/bench-variants.jsonl"
+bench --sizes 1408x768,1920x1080 --frames 101 --cudnn-benchmark 1 --decoder-group 2 | tee -a "$out/bench-variants.jsonl"
+echo "== device memory along 10,000 frames (512x256 output: the cost is per chunk, the question is growth)"
+bench --sizes 512x256 --frames 10000 --memory-every 1000 | tee "$out/memory.jsonl"
 
 if [ -f "$build/gst/libgstflashvsr.so" ]; then
   echo "== element: videotestsrc 480x270 I420 ! flashvsr (x4 -> 1920x1080) ! fakesink sync=false"
-  model=/tmp/flashvsr-random-full
-  [ -f "$model/posi_prompt.pth" ] || "$build/tools/flashvsr-make-model" --out "$model" --preset full --dtype bf16
   export GST_PLUGIN_PATH="$PWD/$build/gst"
   for n in 25 249; do
     start=$(date +%s.%N)
