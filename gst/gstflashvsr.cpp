@@ -33,6 +33,7 @@
 
 #include "engine.h"
 #include "frame_format.h"
+#include "model_cache.h"
 
 #include <gst/video/video.h>
 
@@ -47,6 +48,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 GST_DEBUG_CATEGORY_STATIC (gst_flashvsr_debug);
 #define GST_CAT_DEFAULT gst_flashvsr_debug
@@ -946,15 +948,72 @@ gst_flashvsr_get_property (GObject * object, guint prop_id, GValue * value,
 /* Model                                                                                            */
 /* ------------------------------------------------------------------------------------------------ */
 
-/* Loads the model of the current settings; posts an ERROR message and returns FALSE on failure. */
+namespace {
+
+/* The models of all flashvsr elements of the process: the one intentional process-wide object of the
+ * plugin. Elements that ask for the same model directory on the same device in the same precision (and
+ * whose files did not change in between: see model_cache.h) get the same immutable flashvsr::Model,
+ * loaded once; each element keeps its own Stream (all per-video state). The cache holds models weakly:
+ * a model is freed when its last element goes to NULL. `handed_out` remembers which models were already
+ * given to an element, only to say in the debug log whether a request loaded the weights or shared
+ * them. Made on first use and deliberately never destroyed, so that no element or streaming thread can
+ * reach it after a static destructor ran at process exit. */
+struct SharedModels
+{
+  flashvsr::ModelCache cache;
+  std::mutex lock;              /* guards handed_out */
+  std::vector < std::weak_ptr < const flashvsr::Model >> handed_out;
+};
+
+SharedModels & shared_models ()
+{
+  static SharedModels *models = new SharedModels ();
+  return *models;
+}
+
+/* The model for `dir` and `options` from the process-wide cache (throws what Model::load throws).
+ * *loaded tells whether this call read the weights (no other element held that model). Thread-safe. */
+std::shared_ptr < const flashvsr::Model >
+acquire_model (const std::string & dir, const flashvsr::LoadOptions & options,
+    bool *loaded)
+{
+  SharedModels & shared = shared_models ();
+  std::shared_ptr < const flashvsr::Model > model = shared.cache.get (dir,
+      options);
+  std::lock_guard < std::mutex > guard (shared.lock);
+  bool seen = false;
+  auto & list = shared.handed_out;
+  for (auto it = list.begin (); it != list.end ();) {
+    if (it->expired ()) {
+      it = list.erase (it);
+      continue;
+    }
+    /* Same owner: the same model object (an expired entry cannot match a live model). */
+    if (!it->owner_before (model) && !model.owner_before (*it))
+      seen = true;
+    ++it;
+  }
+  if (!seen)
+    list.push_back (model);
+  *loaded = !seen;
+  return model;
+}
+
+}  // namespace
+
+/* Gets the model of the current settings from the process-wide cache: loads it when no element holds
+ * it (or its files changed), else shares the loaded one. Posts an ERROR message and returns FALSE on
+ * failure. */
 static gboolean
 gst_flashvsr_load_model (GstFlashVsr * self)
 {
   GstFlashVsrPrivate *priv = self->priv;
   Settings s;
+  std::shared_ptr < const flashvsr::Model > previous;
   {
     std::lock_guard < std::mutex > guard (priv->lock);
     s = priv->settings;
+    previous = priv->model;
   }
 
   if (s.model_dir.empty ()) {
@@ -990,12 +1049,24 @@ gst_flashvsr_load_model (GstFlashVsr * self)
       model_log (self, level, m);
     };
 
-    GST_INFO_OBJECT (self, "loading %s on %s as %s", s.model_dir.c_str (),
+    GST_DEBUG_OBJECT (self, "asking for %s on %s as %s", s.model_dir.c_str (),
         options.device.str ().c_str (), flashvsr::dtype_name (options.dtype));
     const auto t0 = std::chrono::steady_clock::now ();
-    auto model = flashvsr::Model::load (s.model_dir, options);
-    GST_INFO_OBJECT (self, "loaded in %.0f ms: %s", elapsed_ms (t0),
-        model->config ().describe ().c_str ());
+    bool loaded = false;
+    auto model = acquire_model (s.model_dir, options, &loaded);
+    if (model == previous)
+      GST_DEBUG_OBJECT (self, "model kept: %s on %s as %s is unchanged",
+          s.model_dir.c_str (), options.device.str ().c_str (),
+          flashvsr::dtype_name (options.dtype));
+    else if (loaded)
+      GST_INFO_OBJECT (self, "model loaded: %s on %s as %s in %.0f ms (no "
+          "other element held it): %s", s.model_dir.c_str (),
+          options.device.str ().c_str (), flashvsr::dtype_name (options.dtype),
+          elapsed_ms (t0), model->config ().describe ().c_str ());
+    else
+      GST_INFO_OBJECT (self, "model shared: %s on %s as %s was already loaded "
+          "by another element", s.model_dir.c_str (),
+          options.device.str ().c_str (), flashvsr::dtype_name (options.dtype));
 
     std::lock_guard < std::mutex > guard (priv->lock);
     priv->model = std::move (model);
@@ -1113,16 +1184,50 @@ gst_flashvsr_reset_stream (GstFlashVsr * self)
   gst_flashvsr_free_stream (self);
 }
 
-/* A Stream error: post it, free the stream state. */
+/* An error while streaming (engine, allocation, mapping): post STREAM/FAILED and free the stream state
+ * (engine stream with its caches on the device, converters, pending and ready frames), so that a failed
+ * stream gives its memory back at once, e.g. to the other streams sharing the device. Later buffers are
+ * refused (not-negotiated) until new caps or a new start set a stream up again. */
 static GstFlowReturn
-gst_flashvsr_stream_failed (GstFlashVsr * self, const std::string & reason)
+gst_flashvsr_stream_failed (GstFlashVsr * self, const std::string & reason,
+    const std::string & hint = std::string ())
 {
+  std::string debug = std::string ("stream state freed after ") +
+      std::to_string (self->priv->stream_frames) + " frames";
+  if (!hint.empty ())
+    debug += "; " + hint;
   FLASHVSR_POST_ERROR (self, GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED,
-      std::string ("FlashVSR inference failed: ") + reason,
-      std::string ("stream state freed after ") +
-      std::to_string (self->priv->stream_frames) + " frames");
+      std::string ("FlashVSR inference failed: ") + reason, debug);
   gst_flashvsr_free_stream (self);
   return GST_FLOW_ERROR;
+}
+
+/* Maps the exception being handled (call only inside a catch block) to gst_flashvsr_stream_failed. */
+static GstFlowReturn
+gst_flashvsr_stream_exception (GstFlashVsr * self)
+{
+  try {
+    throw;
+  }
+  catch (const flashvsr::Error & e) {
+    return gst_flashvsr_stream_failed (self, e.what ());
+  }
+  catch (const c10::OutOfMemoryError & e) {
+    /* Typically CUDA: the frame size, the precision or the number of streams on the device is too
+     * much. Freeing this stream returns its memory to LibTorch's allocator for the other streams. */
+    return gst_flashvsr_stream_failed (self,
+        std::string ("out of memory: ") + e.what_without_backtrace (),
+        "smaller frames, bf16/fp16 precision or fewer streams per device may fit");
+  }
+  catch (const c10::Error & e) {
+    return gst_flashvsr_stream_failed (self, e.what_without_backtrace ());
+  }
+  catch (const std::exception & e) {
+    return gst_flashvsr_stream_failed (self, e.what ());
+  }
+  catch (...) {
+    return gst_flashvsr_stream_failed (self, "unknown exception");
+  }
 }
 
 /* Pairs the engine's outputs (packed, on the host: [m, size]) with the oldest pending frames, moving
@@ -1323,14 +1428,8 @@ gst_flashvsr_drain (GstFlashVsr * self)
         packed = priv->out_conv->from_rgb (rgb).cpu ().contiguous ();
       chunks = priv->stream->stats ().chunks - before;
     }
-    catch (const flashvsr::Error & e) {
-      return gst_flashvsr_stream_failed (self, e.what ());
-    }
-    catch (const c10::Error & e) {
-      return gst_flashvsr_stream_failed (self, e.what_without_backtrace ());
-    }
-    catch (const std::exception & e) {
-      return gst_flashvsr_stream_failed (self, e.what ());
+    catch (...) {
+      return gst_flashvsr_stream_exception (self);
     }
     gst_flashvsr_account (self, 0, chunks, elapsed_ms (t0));
     ret = gst_flashvsr_queue_outputs (self, packed);
@@ -1360,22 +1459,21 @@ gst_flashvsr_start (GstBaseTransform * trans)
 {
   GstFlashVsr *self = GST_FLASHVSR (trans);
   GstFlashVsrPrivate *priv = self->priv;
-  bool reload;
+  bool stale;
   {
     std::lock_guard < std::mutex > guard (priv->lock);
-    reload = priv->model_stale || !priv->model;
+    stale = priv->model_stale || !priv->model;
     priv->frames_in = priv->frames_out = priv->chunks = 0;
     priv->chunk_ms_total = 0.0;
     priv->announced_processing = 0;
     priv->frame_duration = GST_CLOCK_TIME_NONE;
   }
-  if (reload) {
+  if (stale)
     GST_INFO_OBJECT (self, "model settings changed in READY, reloading");
-    if (!gst_flashvsr_load_model (self))
-      return FALSE;
-  }
+  /* Every stream asks the cache again: the same model unless the settings or the files changed (a
+   * model directory updated while the element sat in READY is picked up here). */
   gst_flashvsr_free_stream (self);
-  return TRUE;
+  return gst_flashvsr_load_model (self);
 }
 
 static gboolean
@@ -1848,19 +1946,24 @@ gst_flashvsr_submit_input_buffer (GstBaseTransform * trans, gboolean is_discont,
   at::Tensor packed;
   GstVideoFrame frame;
   if (!gst_video_frame_map (&frame, &priv->in_info, buffer, GST_MAP_READ)) {
+    /* E.g. a buffer smaller than its caps say. */
+    const std::string what = std::to_string (gst_buffer_get_size (buffer)) +
+        "-byte buffer for " + GST_VIDEO_INFO_NAME (&priv->in_info) + " " +
+        std::to_string (GST_VIDEO_INFO_WIDTH (&priv->in_info)) + "x" +
+        std::to_string (GST_VIDEO_INFO_HEIGHT (&priv->in_info)) + " (" +
+        std::to_string (GST_VIDEO_INFO_SIZE (&priv->in_info)) + " bytes)";
     gst_buffer_unref (buffer);
-    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Could not map an input buffer."),
-        (NULL));
-    return GST_FLOW_ERROR;
+    return gst_flashvsr_stream_failed (self,
+        "could not map an input buffer: " + what);
   }
   try {
     packed = at::empty ({1, layout.size}, at::TensorOptions ().dtype (at::kByte)
         .pinned_memory (device.is_cuda ()));
   }
-  catch (const std::exception & e) {
+  catch (...) {
     gst_video_frame_unmap (&frame);
     gst_buffer_unref (buffer);
-    return gst_flashvsr_stream_failed (self, e.what ());
+    return gst_flashvsr_stream_exception (self);
   }
   uint8_t *dst = packed.data_ptr < uint8_t > ();
   for (int p_i = 0; p_i < layout.planes; ++p_i) {
@@ -1888,14 +1991,8 @@ gst_flashvsr_submit_input_buffer (GstBaseTransform * trans, gboolean is_discont,
       out = priv->out_conv->from_rgb (rgb).cpu ().contiguous ();
     chunks = priv->stream->stats ().chunks - before;
   }
-  catch (const flashvsr::Error & e) {
-    return gst_flashvsr_stream_failed (self, e.what ());
-  }
-  catch (const c10::Error & e) {
-    return gst_flashvsr_stream_failed (self, e.what_without_backtrace ());
-  }
-  catch (const std::exception & e) {
-    return gst_flashvsr_stream_failed (self, e.what ());
+  catch (...) {
+    return gst_flashvsr_stream_exception (self);
   }
   gst_flashvsr_account (self, 1, chunks, elapsed_ms (t0));
   if (chunks > 0)
