@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian 12 machine (or re-run on a prepared one):
 #  - Debian packages: compiler, meson/ninja/pkg-config, GStreamer 1.22 runtime + dev + check, plugins used
-#    by the examples and tests (x264, mp4, RTSP server), Python venv support.
+#    by the examples and tests (x264, mp4, RTSP server), Python venv support, clang with libFuzzer and the
+#    sanitizer runtimes (the loader fuzzing in tools/fuzz.sh).
 #  - A Python virtual environment OUTSIDE the checkout with torch==2.11.0 (its wheel carries LibTorch).
 # Environment: FLASHVSR_VENV (default ~/.cache/gst-flashvsr/venv), FLASHVSR_SKIP_APT=1 to skip apt.
 set -euo pipefail
@@ -11,10 +12,11 @@ TORCH_VERSION=2.11.0
 
 apt_packages=(
   build-essential pkg-config meson ninja-build python3 python3-venv python3-pip
-  libglib2.0-dev
+  libglib2.0-dev libgtest-dev
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp
+  clang-14 libclang-rt-14-dev llvm-14
 )
 
 missing=()
