@@ -1,8 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: LGPL-2.1-or-later
-# The GPU-host run behind docs/performance.md: build with the host's LibTorch (CUDA), check parity on the
-# fixtures in bf16 and fp16, benchmark the engine at the sizes (and two tuning variants), trace
-# device memory along a 10,000-frame stream, and time the element at 1080p.
+# The GPU-host run behind docs/performance.md: build with the host's LibTorch (CUDA), run the tests that
+# need a GPU, check parity on the fixtures in bf16 and fp16, benchmark the engine at the sizes (and
+# two tuning variants), trace device memory along a 10,000-frame stream, and time the element at 1080p.
 #   tools/gpu-host-bench.sh FIXTURES_DIR OUT_DIR
 # Environment: TORCH_VENV (default /opt/torch/.venv), BUILD (default build-gpu), GPU_ARCH (default 90a),
 # GST (enabled | disabled, default disabled: set enabled after sourcing gpu-host-env.sh for the element run),
@@ -18,10 +18,28 @@ mkdir -p "$out"
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader | tee "$out/gpu.txt"
 if [ ! -f "$build/build.ninja" ]; then
-  meson setup "$build" --buildtype=release -Dgst="${GST:-disabled}" -Dexamples=disabled -Dtests=disabled \
+  meson setup "$build" --buildtype=release -Dgst="${GST:-disabled}" -Dexamples=disabled -Dtests=auto \
     -Dgpu_kernels=enabled -Dgpu_arch="${GPU_ARCH:-90a}" >"$out/setup.log" 2>&1 || { tail -40 "$out/setup.log"; exit 1; }
 fi
 ninja -C "$build" >"$out/build.log" 2>&1 || { grep -B3 -A12 -E 'error|FAILED' "$out/build.log" | head -120; exit 1; }
+
+# The tests that need a GPU (when GoogleTest is there: carry libgtest-dev's .deb with the GStreamer ones).
+run_test() {
+  name=$1; shift
+  if [ -x "$1" ]; then
+    "$@" --gtest_color=no >"$out/$name.log" 2>&1 && echo "$name: ok" || { echo "$name: FAILED"; grep -E '^\[  FAILED|Failure' "$out/$name.log" | head -20; }
+    grep -E '^\[ *(OK|FAILED|SKIPPED) *\]' "$out/$name.log" | sed 's/^/  /'
+  else
+    echo "$name: not built (no GoogleTest)"
+  fi
+}
+echo "== CUDA tests"
+run_test cuda-attention "$build/tests/test_cuda_attention"
+if [ -f "$build/gst/libgstflashvsr.so" ]; then
+  export FLASHVSR_BUILD_ROOT="$PWD/$build" FLASHVSR_SOURCE_ROOT="$PWD" FLASHVSR_FIXTURES="$fixtures" FLASHVSR_CHECK_GROUP=cuda
+  GST_PLUGIN_PATH="$PWD/$build/gst" run_test element-cuda "$build/tests/check/check_flashvsr" --gtest_filter='Cuda*'
+  GST_PLUGIN_PATH="$PWD/$build/gst" run_test element-cuda-failures "$build/tests/check/check_reliability" --gtest_filter='Failure.Cuda*'
+fi
 
 for dtype in bf16 fp16; do
   echo "== parity $dtype (threshold 30 dB)"

@@ -12,6 +12,7 @@
 #include "test_support.h"
 
 #include <ATen/Parallel.h>
+#include <c10/core/CachingDeviceAllocator.h>
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
@@ -98,6 +99,22 @@ std::string error_text(GstMessage* msg, GQuark* domain = nullptr, int* code = nu
   g_clear_error(&err);
   g_free(debug);
   return text;
+}
+
+// Pops the error a failed stream posts and checks it: STREAM/FAILED, naming `must_contain`, with the
+// stream state freed. Records the message in the test's XML.
+void expect_stream_failed(GstBus* bus, const std::string& must_contain) {
+  GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+  ASSERT_NE(msg, nullptr) << "no error message";
+  GQuark domain;
+  int code;
+  const std::string text = error_text(msg, &domain, &code);
+  gst_message_unref(msg);
+  EXPECT_EQ(domain, GST_STREAM_ERROR);
+  EXPECT_EQ(code, GST_STREAM_ERROR_FAILED);
+  EXPECT_NE(text.find(must_contain), std::string::npos) << text;
+  EXPECT_NE(text.find("stream state freed"), std::string::npos) << text;
+  ::testing::Test::RecordProperty("error", text.substr(0, 300));
 }
 
 void expect_equal_frames(const at::Tensor& got, const at::Tensor& want, const std::string& what) {
@@ -650,16 +667,7 @@ TEST(Hostile, TruncatedBufferFailsTheStreamCleanlyAndNewCapsRecover) {
   ASSERT_EQ(run.push_rgb(random_frames(3, 24, 32, 371)), GST_FLOW_OK);
   GstBuffer* shorty = gst_buffer_new_allocate(nullptr, 10, nullptr);
   EXPECT_EQ(gst_harness_push(run.h(), shorty), GST_FLOW_ERROR);
-  GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
-  ASSERT_NE(msg, nullptr);
-  GQuark domain;
-  int code;
-  const std::string text = error_text(msg, &domain, &code);
-  gst_message_unref(msg);
-  EXPECT_EQ(domain, GST_STREAM_ERROR);
-  EXPECT_EQ(code, GST_STREAM_ERROR_FAILED);
-  EXPECT_NE(text.find("10-byte buffer"), std::string::npos) << text;
-  EXPECT_NE(text.find("stream state freed"), std::string::npos) << text;
+  expect_stream_failed(bus, "10-byte buffer");
   // The stream is gone: later frames are refused until a stream is set up again.
   EXPECT_EQ(run.push_rgb(random_frames(1, 24, 32, 372), 4), GST_FLOW_NOT_NEGOTIATED);
   EXPECT_EQ(gst_harness_buffers_in_queue(run.h()), 0u);
@@ -705,17 +713,7 @@ TEST(Failure, AllocationFailureMidStreamPostsStreamFailedAndFreesTheStream) {
   ASSERT_EQ(::setrlimit(RLIMIT_AS, &saved), 0);
 
   EXPECT_EQ(ret, GST_FLOW_ERROR);
-  GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
-  ASSERT_NE(msg, nullptr);
-  GQuark domain;
-  int code;
-  const std::string text = error_text(msg, &domain, &code);
-  gst_message_unref(msg);
-  EXPECT_EQ(domain, GST_STREAM_ERROR);
-  EXPECT_EQ(code, GST_STREAM_ERROR_FAILED);
-  EXPECT_NE(text.find("allocate"), std::string::npos) << text;
-  EXPECT_NE(text.find("stream state freed"), std::string::npos) << text;
-  RecordProperty("error", text.substr(0, 300));
+  expect_stream_failed(bus, "allocate");
   // Freed: the address space is back near where it was, and later frames are refused.
   EXPECT_LT(memory_now().virtual_bytes - before.virtual_bytes, int64_t{64} << 20);
   EXPECT_EQ(run.push_rgb(random_frames(1, 1024, 1024, 382), 1), GST_FLOW_NOT_NEGOTIATED);
@@ -728,6 +726,97 @@ TEST(Failure, AllocationFailureMidStreamPostsStreamFailedAndFreesTheStream) {
   auto out = run.pull_all();
   ASSERT_EQ(out.size(), 3u);
   expect_equal_frames(rgb_of(run.output_info(), out), engine_upscale(frames, {}), "after the failure");
+  gst_element_set_bus(run.element(), nullptr);
+  gst_object_unref(bus);
+}
+
+// ------------------------------------------------------------------------------------------------
+// On CUDA, for real (these run where a GPU is and are skipped elsewhere): a device filled by others
+// runs out of memory in the middle of a stream, and frames too large for the device's kernels.
+// ------------------------------------------------------------------------------------------------
+
+namespace {
+
+int64_t cuda_allocated_bytes() {
+  return c10::getDeviceAllocator(c10::kCUDA)->getDeviceStats(0).allocated_bytes[0].current;
+}
+
+// The error a failed stream posts, and its device memory back with LibTorch's allocator.
+void expect_cuda_stream_failed(GstBus* bus, int64_t allocated_before, const std::string& must_contain) {
+  expect_stream_failed(bus, must_contain);
+  EXPECT_LT(cuda_allocated_bytes() - allocated_before, int64_t{64} << 20) << "bytes still allocated after the failure";
+}
+
+// A new stream on the same element and model gives every frame.
+void expect_new_stream_works(Harness& run) {
+  const at::Tensor frames = random_frames(3, 24, 32, 393);
+  run.set_caps(rgb_caps(32, 24));
+  ASSERT_EQ(run.push_rgb(frames, 100), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  EXPECT_EQ(out.size(), 3u);
+  for (GstBuffer* b : out) gst_buffer_unref(b);
+}
+
+}  // namespace
+
+TEST(Failure, CudaOutOfMemoryMidStreamPostsAnErrorAndGivesTheDeviceMemoryBack) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device in this process";
+  Harness run("flashvsr name=vsr model-dir=\"" + tiny_model_dir() + "\" device=cuda precision=fp32");
+  GstBus* bus = gst_bus_new();
+  gst_element_set_bus(run.element(), bus);
+  run.set_caps(rgb_caps(1024, 1024));  // 4096x4096 out: 200 MB per pre-processed frame, 5 GB a window
+  ASSERT_EQ(run.push_rgb(random_frames(1, 1024, 1024, 390), 0), GST_FLOW_OK);  // model and stream set up
+
+  // Others fill the device: 1 GiB blocks until the allocator gives up, then 1 GiB is given back.
+  std::vector<at::Tensor> ballast;
+  try {
+    for (int i = 0; i < 1024; ++i)
+      ballast.push_back(at::empty({int64_t{1} << 30}, at::TensorOptions().dtype(at::kByte).device(at::kCUDA)));
+  } catch (const c10::OutOfMemoryError&) {
+  }
+  ASSERT_FALSE(ballast.empty());
+  ASSERT_LT(ballast.size(), 1024u) << "the device did not fill up";
+  ballast.pop_back();
+  const int64_t before = cuda_allocated_bytes();
+
+  GstFlowReturn ret = GST_FLOW_OK;
+  const at::Tensor frames = random_frames(8, 1024, 1024, 391);
+  int64_t pushed = 1;
+  for (int round = 0; round < 4 && ret == GST_FLOW_OK; ++round)
+    for (int64_t i = 0; i < frames.size(0) && ret == GST_FLOW_OK; ++i, ++pushed)
+      ret = run.push_rgb(frames.narrow(0, i, 1), pushed);
+  EXPECT_EQ(ret, GST_FLOW_ERROR) << "the stream did not run out of memory in " << pushed << " frames";
+  RecordProperty("frames_before_out_of_memory", static_cast<int>(pushed));
+  expect_cuda_stream_failed(bus, before, "out of memory");
+  EXPECT_NE(run.push_rgb(frames.narrow(0, 0, 1), pushed), GST_FLOW_OK) << "frames after the failure are refused";
+
+  ballast.clear();
+  expect_new_stream_works(run);
+  gst_element_set_bus(run.element(), nullptr);
+  gst_object_unref(bus);
+}
+
+TEST(Failure, CudaFramesTooLargeForTheDeviceFailTheStreamCleanly) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device in this process";
+  // 4096x4096 in, 16384x16384 out (the largest the element negotiates): a window holds more than 2^31
+  // elements, beyond what some CUDA kernels index; the frames themselves (3.2 GB each in fp32) fit.
+  Harness run("flashvsr name=vsr model-dir=\"" + tiny_model_dir() + "\" device=cuda precision=fp32");
+  GstBus* bus = gst_bus_new();
+  gst_element_set_bus(run.element(), bus);
+  run.set_caps(rgb_caps(32, 24));
+  ASSERT_EQ(run.push_rgb(random_frames(1, 24, 32, 394), 0), GST_FLOW_OK);  // model on the device
+  run.set_caps(rgb_caps(4096, 4096));                                       // drains the small stream
+  for (GstBuffer* b : run.pull_all()) gst_buffer_unref(b);
+  const int64_t before = cuda_allocated_bytes();
+  ASSERT_EQ(run.push_rgb(random_frames(2, 4096, 4096, 395), 1), GST_FLOW_OK);
+  EXPECT_GE(cuda_allocated_bytes() - before, int64_t{6} << 30) << "two pre-processed frames (3 GiB each) are on the device";
+  run.push_eos();  // the drain's padded window fails
+  expect_cuda_stream_failed(bus, before, "FlashVSR inference failed");
+
+  // After EOS a new stream starts with STREAM_START, as after any EOS.
+  ASSERT_TRUE(gst_harness_push_event(run.h(), gst_event_new_stream_start("after-too-large")));
+  expect_new_stream_works(run);
   gst_element_set_bus(run.element(), nullptr);
   gst_object_unref(bus);
 }
