@@ -790,7 +790,7 @@ TEST(State, ModelSettingsCannotChangeWhilePlaying) {
 TEST(State, ModelDirChangedInReadyIsLoadedWhenGoingToPaused) {
   GstElement* e = make_element(tiny_model_dir());
   GstElement* pipeline = gst_pipeline_new(nullptr);
-  gst_bin_add(GST_BIN(pipeline), GST_ELEMENT(gst_object_ref(e)));
+  gst_bin_add(GST_BIN(pipeline), e);  // e is not floating: the bin takes a reference of its own
   ASSERT_EQ(gst_element_set_state(pipeline, GST_STATE_READY), GST_STATE_CHANGE_SUCCESS);
   const std::string missing = scratch("not-a-model") + "/nothing";
   g_object_set(e, "model-dir", missing.c_str(), nullptr);

@@ -227,7 +227,7 @@ std::string run_pipeline(GstElement* pipeline, GstClockTime timeout) {
 
 GstMessage* error_reaching(GstElement* element, GstState state) {
   GstElement* pipeline = gst_pipeline_new(nullptr);
-  gst_bin_add(GST_BIN(pipeline), GST_ELEMENT(gst_object_ref(element)));
+  gst_bin_add(GST_BIN(pipeline), element);  // not floating: the bin takes a reference of its own
   GstBus* bus = gst_element_get_bus(pipeline);
   const GstStateChangeReturn ret = gst_element_set_state(element, state);
   GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);

@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <mutex>
@@ -910,6 +911,23 @@ TEST(LongStream, TenThousandFramesOneOutputEachWithFlatMemory) {
   // returns freed blocks); the high-water marks over 1,000 frames do not.
   EXPECT_LE(late - early, bound) << summary;
   EXPECT_LE(after - early, bound) << summary;
+}
+
+// ------------------------------------------------------------------------------------------------
+// The control of the leak check (run only by the sanitizer build's should-fail test)
+// ------------------------------------------------------------------------------------------------
+
+TEST(PlantedLeak, AnOutputBufferKeptByTheTestIsReported) {
+  if (!std::getenv("FLASHVSR_PLANT_LEAK")) GTEST_SKIP() << "set FLASHVSR_PLANT_LEAK=1: this test leaks on purpose";
+  Harness run(element_line());
+  run.set_caps(rgb_caps(32, 24));
+  ASSERT_EQ(run.push_rgb(random_frames(3, 24, 32, 396)), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  ASSERT_EQ(out.size(), 3u);
+  for (size_t i = 1; i < out.size(); ++i) gst_buffer_unref(out[i]);
+  // out[0], made by the element, is never released: LeakSanitizer must report it despite lsan.supp.
+  out[0] = nullptr;
 }
 
 int main(int argc, char** argv) {
