@@ -4,6 +4,7 @@
 #include "dit.h"
 #include "engine.h"
 #include "model_maker.h"
+#include "test_support.h"
 
 #include <gtest/gtest.h>
 
@@ -14,11 +15,6 @@
 using namespace flashvsr;
 
 namespace {
-
-at::Tensor rnd(std::vector<int64_t> shape, uint64_t seed) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  return at::randn(shape, gen, at::kFloat);
-}
 
 std::shared_ptr<const Model> model() {
   static auto m = Model::from_tensors(make_random_model(ModelSpec::tiny(), 21), LoadOptions{});
@@ -42,7 +38,7 @@ TEST(Rope, TableHoldsTemporalThenRowThenColumnAngles) {
 TEST(Rope, DotProductsDependOnlyOnPositionDifferences) {
   c10::InferenceMode guard;
   Rope rope(128, 2, 2, at::kCPU);
-  auto q = rnd({8, 1, 128}, 1), k = rnd({8, 1, 128}, 2);
+  auto q = test::seeded_randn({8, 1, 128}, 1), k = test::seeded_randn({8, 1, 128}, 2);
   auto scores = [&](int64_t offset) {
     auto tq = rope.table(10 + offset, 2), tk = rope.table(3 + offset, 2);
     return at::matmul(apply_rope(q, tq).squeeze(1), apply_rope(k, tk).squeeze(1).t());
@@ -55,7 +51,7 @@ TEST(Rope, DotProductsDependOnlyOnPositionDifferences) {
 TEST(Rope, PreservesNorms) {
   c10::InferenceMode guard;
   Rope rope(128, 4, 4, at::kCPU);
-  auto x = rnd({32, 2, 128}, 3);
+  auto x = test::seeded_randn({32, 2, 128}, 3);
   auto y = apply_rope(x, rope.table(5, 2));
   EXPECT_TRUE(at::allclose(x.norm(2, {-1}), y.norm(2, {-1}), 1e-5, 1e-5));
 }
@@ -79,7 +75,7 @@ TEST(Dit, KvCacheKeepsAtMostKvRatioSlices) {
     auto plan = AttentionPlan::make(s, 1, 2, at::kCPU);  // 128 x 256 pixels: 1 x 2 windows per slice
     Rope rope(128, 8, 16, at::kCPU);
     DitState st;
-    auto lat0 = rnd({1, 16, 6, 16, 32}, 4);
+    auto lat0 = test::seeded_randn({1, 16, 6, 16, 32}, 4);
     auto out0 = dit_forward(m->dit(), m->dit_constants(), st, lat0, {}, rope.table(0, 6), plan);
     EXPECT_EQ(out0.sizes(), lat0.sizes());
     const int64_t ws = 2;
@@ -87,7 +83,7 @@ TEST(Dit, KvCacheKeepsAtMostKvRatioSlices) {
     // Chunk 0 holds 3 slices, and drops at most one per chunk.
     EXPECT_EQ(st.blocks[0].k.size(0), std::min<int64_t>(3, std::max<int64_t>(kv_slices, 2)) * ws);
     for (int c = 1; c < 4; ++c) {
-      auto lat = rnd({1, 16, 2, 16, 32}, 5 + c);
+      auto lat = test::seeded_randn({1, 16, 2, 16, 32}, 5 + c);
       dit_forward(m->dit(), m->dit_constants(), st, lat, {}, rope.table(4 + 2 * c, 2), plan);
       EXPECT_LE(st.blocks[1].k.size(0), std::max<int64_t>(kv_slices, 1) * ws + ws);
       EXPECT_EQ(st.blocks[1].k.size(0), st.blocks[1].v.size(0));
@@ -104,16 +100,16 @@ TEST(Dit, LqTokensAndCacheChangeTheResult) {
   s.local_range = 3;
   auto plan = AttentionPlan::make(s, 1, 1, at::kCPU);
   Rope rope(128, 8, 8, at::kCPU);
-  auto lat = rnd({1, 16, 2, 16, 16}, 1);
+  auto lat = test::seeded_randn({1, 16, 2, 16, 16}, 1);
   DitState fresh1, fresh2, warmed;
   auto a = dit_forward(m->dit(), m->dit_constants(), fresh1, lat, {}, rope.table(6, 2), plan);
   auto b = dit_forward(m->dit(), m->dit_constants(), fresh2, lat, {}, rope.table(6, 2), plan);
   EXPECT_TRUE(at::equal(a, b));  // deterministic
-  auto tokens = rnd({1, 128, 256}, 2);
+  auto tokens = test::seeded_randn({1, 128, 256}, 2);
   DitState s3;
   auto c = dit_forward(m->dit(), m->dit_constants(), s3, lat, {tokens}, rope.table(6, 2), plan);
   EXPECT_FALSE(at::allclose(a, c));
-  dit_forward(m->dit(), m->dit_constants(), warmed, rnd({1, 16, 6, 16, 16}, 3), {}, rope.table(0, 6), plan);
+  dit_forward(m->dit(), m->dit_constants(), warmed, test::seeded_randn({1, 16, 6, 16, 16}, 3), {}, rope.table(0, 6), plan);
   auto d = dit_forward(m->dit(), m->dit_constants(), warmed, lat, {}, rope.table(6, 2), plan);
   EXPECT_FALSE(at::allclose(a, d));
   warmed.reset();
@@ -128,6 +124,6 @@ TEST(Dit, RejectsLatentsOfTheWrongShape) {
   auto plan = AttentionPlan::make(s, 1, 1, at::kCPU);
   Rope rope(128, 8, 8, at::kCPU);
   DitState st;
-  EXPECT_THROW(dit_forward(m->dit(), m->dit_constants(), st, rnd({1, 16, 3, 16, 16}, 1), {}, rope.table(0, 3), plan), Error);
-  EXPECT_THROW(dit_forward(m->dit(), m->dit_constants(), st, rnd({1, 8, 2, 16, 16}, 1), {}, rope.table(0, 2), plan), Error);
+  EXPECT_THROW(dit_forward(m->dit(), m->dit_constants(), st, test::seeded_randn({1, 16, 3, 16, 16}, 1), {}, rope.table(0, 3), plan), Error);
+  EXPECT_THROW(dit_forward(m->dit(), m->dit_constants(), st, test::seeded_randn({1, 8, 2, 16, 16}, 1), {}, rope.table(0, 2), plan), Error);
 }

@@ -3,6 +3,7 @@
 #include "sparse_attention.h"
 
 #include "error.h"
+#include "test_support.h"
 
 #include <gtest/gtest.h>
 
@@ -15,11 +16,6 @@
 using namespace flashvsr;
 
 namespace {
-
-at::Tensor rnd(std::vector<int64_t> shape, uint64_t seed) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  return at::randn(shape, gen, at::kFloat);
-}
 
 }  // namespace
 
@@ -67,7 +63,7 @@ TEST(TopK, MatchesTheReferenceFormula) {
 TEST(SelectKeyWindows, MatchesAPlainLoopImplementation) {
   c10::InferenceMode guard;
   const int64_t heads = 2, ws = 6, nq = 12, nk = 18, dim = heads * 128;
-  auto q = rnd({nq, 128, dim}, 1), k = rnd({nk, 128, dim}, 2);
+  auto q = test::seeded_randn({nq, 128, dim}, 1), k = test::seeded_randn({nk, 128, dim}, 2);
   auto local = local_window_mask(2, 3, 3);
   const int64_t topk = topk_for(ws, 0.9);
   auto mask = select_key_windows(q, k, heads, ws, local, topk);
@@ -114,8 +110,8 @@ at::Tensor dense_masked(const at::Tensor& q, const at::Tensor& k, const at::Tens
 TEST(BlockSparseAttention, ReferenceEqualsDenseAttentionOverTheSelectedWindows) {
   c10::InferenceMode guard;
   const int64_t heads = 2, nq = 5, nk = 9, dim = heads * 128;
-  auto q = rnd({nq, 128, dim}, 3), k = rnd({nk, 128, dim}, 4), v = rnd({nk, 128, dim}, 5);
-  auto mask = rnd({heads, nq, nk}, 6) > 0.3;
+  auto q = test::seeded_randn({nq, 128, dim}, 3), k = test::seeded_randn({nk, 128, dim}, 4), v = test::seeded_randn({nk, 128, dim}, 5);
+  auto mask = test::seeded_randn({heads, nq, nk}, 6) > 0.3;
   mask[1][2].fill_(false);  // a query window that selects nothing
   auto got = block_sparse_attention(q, k, v, mask, heads, AttentionBackend::Reference);
   auto want = dense_masked(q, k, v, mask, heads);
@@ -126,7 +122,7 @@ TEST(BlockSparseAttention, ReferenceEqualsDenseAttentionOverTheSelectedWindows) 
 TEST(BlockSparseAttention, FullMaskIsDenseSoftmaxAttention) {
   c10::InferenceMode guard;
   const int64_t heads = 1, nq = 2, nk = 3;
-  auto q = rnd({nq, 128, 128}, 7), k = rnd({nk, 128, 128}, 8), v = rnd({nk, 128, 128}, 9);
+  auto q = test::seeded_randn({nq, 128, 128}, 7), k = test::seeded_randn({nk, 128, 128}, 8), v = test::seeded_randn({nk, 128, 128}, 9);
   auto mask = at::ones({heads, nq, nk}, at::kBool);
   auto got = block_sparse_attention(q, k, v, mask, heads, AttentionBackend::Reference);
   auto want = at::scaled_dot_product_attention(q.reshape({1, 1, nq * 128, 128}), k.reshape({1, 1, nk * 128, 128}),

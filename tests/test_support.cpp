@@ -3,6 +3,8 @@
 
 #include "file_util.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -81,6 +83,11 @@ std::string read_file(const std::string& path) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
+}
+
+at::Tensor seeded_randn(std::vector<int64_t> shape, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return at::randn(shape, gen, at::kFloat);
 }
 
 }  // namespace flashvsr::test

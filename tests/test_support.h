@@ -2,6 +2,9 @@
 // Shared helpers of the unit tests: where fixtures live, scratch directories, an optional Python with torch.
 #pragma once
 
+#include <ATen/ATen.h>
+
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -17,6 +20,8 @@ std::string scratch_dir(const std::string& name);
 std::string python_with_torch();
 // Runs a shell command, returns its exit status (and stdout in *out when given).
 int run_command(const std::string& command, std::string* out = nullptr);
+// Standard-normal float32 values from a CPU generator seeded with `seed`: the same tensor on every run.
+at::Tensor seeded_randn(std::vector<int64_t> shape, uint64_t seed);
 // Writes/reads whole files.
 void write_file(const std::string& path, const std::string& bytes);
 std::string read_file(const std::string& path);

@@ -3,6 +3,7 @@
 // trims 3 frames.
 #include "engine.h"
 #include "model_maker.h"
+#include "test_support.h"
 #include "tc_decoder.h"
 
 #include <gtest/gtest.h>
@@ -18,26 +19,21 @@ const DecoderWeights& weights() {
   return m->decoder();
 }
 
-at::Tensor rnd(std::vector<int64_t> shape, uint64_t seed) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  return at::randn(shape, gen, at::kFloat);
-}
-
 }  // namespace
 
 TEST(TcDecoder, FirstDecodeDropsThreeFramesLaterDecodesDoNot) {
   c10::InferenceMode guard;
   DecoderState s;
-  auto out0 = decode_chunk(weights(), s, rnd({1, 16, 6, 4, 4}, 1), rnd({1, 3, 21, 32, 32}, 2).tanh());
+  auto out0 = decode_chunk(weights(), s, test::seeded_randn({1, 16, 6, 4, 4}, 1), test::seeded_randn({1, 3, 21, 32, 32}, 2).tanh());
   EXPECT_EQ(out0.sizes().vec(), (std::vector<int64_t>{1, 3, 21, 32, 32}));
-  auto out1 = decode_chunk(weights(), s, rnd({1, 16, 2, 4, 4}, 3), rnd({1, 3, 8, 32, 32}, 4).tanh());
+  auto out1 = decode_chunk(weights(), s, test::seeded_randn({1, 16, 2, 4, 4}, 3), test::seeded_randn({1, 3, 8, 32, 32}, 4).tanh());
   EXPECT_EQ(out1.sizes().vec(), (std::vector<int64_t>{1, 3, 8, 32, 32}));
 }
 
 TEST(TcDecoder, ChunkedDecodingEqualsOneDecodeOfTheWholeSequence) {
   c10::InferenceMode guard;
-  auto lat = rnd({1, 16, 10, 4, 4}, 5);
-  auto cond = rnd({1, 3, 37, 32, 32}, 6).tanh();  // 37 = 4 * 10 - 3 (front-padded by 3)
+  auto lat = test::seeded_randn({1, 16, 10, 4, 4}, 5);
+  auto cond = test::seeded_randn({1, 3, 37, 32, 32}, 6).tanh();  // 37 = 4 * 10 - 3 (front-padded by 3)
   DecoderState whole;
   auto all = decode_chunk(weights(), whole, lat, cond, /*group=*/10);
   DecoderState streamed;
@@ -52,8 +48,8 @@ TEST(TcDecoder, ChunkedDecodingEqualsOneDecodeOfTheWholeSequence) {
 
 TEST(TcDecoder, GroupSizeDoesNotChangeTheResult) {
   c10::InferenceMode guard;
-  auto lat = rnd({1, 16, 6, 4, 4}, 7);
-  auto cond = rnd({1, 3, 21, 32, 32}, 8).tanh();
+  auto lat = test::seeded_randn({1, 16, 6, 4, 4}, 7);
+  auto cond = test::seeded_randn({1, 3, 21, 32, 32}, 8).tanh();
   DecoderState a, b;
   auto one = decode_chunk(weights(), a, lat, cond, 1);
   auto all = decode_chunk(weights(), b, lat, cond, 6);
@@ -62,8 +58,8 @@ TEST(TcDecoder, GroupSizeDoesNotChangeTheResult) {
 
 TEST(TcDecoder, MemoryMakesLaterChunksDependOnEarlierOnesAndResetForgets) {
   c10::InferenceMode guard;
-  auto lat1 = rnd({1, 16, 6, 4, 4}, 9), lat1b = rnd({1, 16, 6, 4, 4}, 10), lat2 = rnd({1, 16, 2, 4, 4}, 11);
-  auto c1 = rnd({1, 3, 21, 32, 32}, 12).tanh(), c2 = rnd({1, 3, 8, 32, 32}, 13).tanh();
+  auto lat1 = test::seeded_randn({1, 16, 6, 4, 4}, 9), lat1b = test::seeded_randn({1, 16, 6, 4, 4}, 10), lat2 = test::seeded_randn({1, 16, 2, 4, 4}, 11);
+  auto c1 = test::seeded_randn({1, 3, 21, 32, 32}, 12).tanh(), c2 = test::seeded_randn({1, 3, 8, 32, 32}, 13).tanh();
   DecoderState a, b;
   decode_chunk(weights(), a, lat1, c1);
   decode_chunk(weights(), b, lat1b, c1);
@@ -76,6 +72,6 @@ TEST(TcDecoder, MemoryMakesLaterChunksDependOnEarlierOnesAndResetForgets) {
 TEST(TcDecoder, MismatchedConditionIsAnError) {
   c10::InferenceMode guard;
   DecoderState s;
-  EXPECT_THROW(decode_chunk(weights(), s, rnd({1, 16, 2, 4, 4}, 1), rnd({1, 3, 9, 32, 32}, 2)), Error);
-  EXPECT_THROW(decode_chunk(weights(), s, rnd({1, 16, 2, 4, 4}, 1), rnd({1, 3, 8, 32, 16}, 2)), Error);
+  EXPECT_THROW(decode_chunk(weights(), s, test::seeded_randn({1, 16, 2, 4, 4}, 1), test::seeded_randn({1, 3, 9, 32, 32}, 2)), Error);
+  EXPECT_THROW(decode_chunk(weights(), s, test::seeded_randn({1, 16, 2, 4, 4}, 1), test::seeded_randn({1, 3, 8, 32, 16}, 2)), Error);
 }

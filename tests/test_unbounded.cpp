@@ -30,11 +30,6 @@ using namespace flashvsr;
 
 namespace {
 
-at::Tensor randn(std::vector<int64_t> shape, uint64_t seed) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  return at::randn(shape, gen, at::kFloat);
-}
-
 std::shared_ptr<const Model> tiny_model() {
   static std::shared_ptr<const Model> model = [] {
     c10::InferenceMode guard;
@@ -67,8 +62,8 @@ std::vector<at::Tensor> dit_chunks(const AttentionPlan& plan, int64_t height, in
   std::vector<at::Tensor> preds;
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t first = c == 0 ? 0 : 4 + 2 * c, frames = c == 0 ? 6 : 2;
-    const auto latents = randn({1, 16, frames, height / 8, width / 8}, 100 + c);
-    const auto tokens = randn({1, frames * h * w, model->config().dit.dim}, 200 + c) * 0.5;
+    const auto latents = test::seeded_randn({1, 16, frames, height / 8, width / 8}, 100 + c);
+    const auto tokens = test::seeded_randn({1, frames * h * w, model->config().dit.dim}, 200 + c) * 0.5;
     const int64_t position = first + offset + (c == bump_chunk ? 1 : 0);
     preds.push_back(dit_forward(model->dit(), model->dit_constants(), state, latents, {tokens},
                                 rope.table(position, frames), plan));
@@ -127,7 +122,7 @@ NoiseSource noise_by_index(int64_t shift, int64_t hp, int64_t wp) {
   return [shift, hp, wp](int64_t first, int64_t count) {
     std::vector<at::Tensor> parts;
     for (int64_t i = 0; i < count; ++i)
-      parts.push_back(randn({1, 16, 1, hp / 8, wp / 8}, static_cast<uint64_t>(1000003 + first + shift + i)));
+      parts.push_back(test::seeded_randn({1, 16, 1, hp / 8, wp / 8}, static_cast<uint64_t>(1000003 + first + shift + i)));
     return at::cat(parts, 2);
   };
 }

@@ -42,32 +42,6 @@ void copy_model_dir(const std::string& from, const std::string& to) {
     test::write_file(join_path(to, name), test::read_file(join_path(from, name)));
 }
 
-void expect_equal_frames(const at::Tensor& got, const at::Tensor& want, const std::string& what) {
-  ASSERT_EQ(got.sizes(), want.sizes()) << what;
-  if (!at::equal(got, want)) {
-    const int max_diff = (got.to(at::kInt) - want.to(at::kInt)).abs().max().item<int>();
-    ADD_FAILURE() << what << ": frames differ (max difference " << max_diff << ")";
-  }
-}
-
-// The RGB output of a harness run, as uint8 [n, H, W, 3].
-at::Tensor rgb_of(const GstVideoInfo& info, std::vector<GstBuffer*>& buffers) {
-  at::Tensor packed = packed_frames(info, buffers);
-  return packed.view({-1, GST_VIDEO_INFO_HEIGHT(&info), GST_VIDEO_INFO_WIDTH(&info), 3});
-}
-
-std::string error_text(GstMessage* msg, GQuark* domain = nullptr, int* code = nullptr) {
-  GError* err = nullptr;
-  gchar* debug = nullptr;
-  gst_message_parse_error(msg, &err, &debug);
-  std::string text = std::string(err->message) + " | " + (debug ? debug : "");
-  if (domain) *domain = err->domain;
-  if (code) *code = err->code;
-  g_clear_error(&err);
-  g_free(debug);
-  return text;
-}
-
 GstElement* make_element(const std::string& model_dir, const std::string& device = "cpu") {
   GstElement* e = gst_element_factory_make("flashvsr", nullptr);
   EXPECT_NE(e, nullptr) << "flashvsr not found: is GST_PLUGIN_PATH set to the build's gst/?";
@@ -380,8 +354,7 @@ TEST(Caps, CudaAttentionOnTheCpuFailsWithAnErrorMessage) {
   // with it, the first chunk fails on the CPU (STREAM/FAILED, flow error, stream state freed).
   const bool kernel_built = cuda_attention_available();
   Harness run(element_line("attention=cuda"));
-  GstBus* bus = gst_bus_new();
-  gst_element_set_bus(run.element(), bus);
+  GstBus* bus = run.bus();
   run.set_caps(kRgb32x24);
   const GstFlowReturn ret = run.push_rgb(random_frames(25, 24, 32, 5));
   EXPECT_EQ(ret, kernel_built ? GST_FLOW_ERROR : GST_FLOW_NOT_NEGOTIATED);
@@ -396,8 +369,6 @@ TEST(Caps, CudaAttentionOnTheCpuFailsWithAnErrorMessage) {
   gst_message_unref(msg);
   // The stream is gone: later buffers are refused, without another crash or error.
   EXPECT_EQ(run.push_rgb(random_frames(1, 24, 32, 6), 25), GST_FLOW_NOT_NEGOTIATED);
-  gst_element_set_bus(run.element(), nullptr);
-  gst_object_unref(bus);
 }
 
 // Every supported format on the sink pad (RGB out) and on the src pad (RGB in), against the engine with
@@ -657,8 +628,7 @@ void query_latency(GstHarness* h, gboolean* live, GstClockTime* min, GstClockTim
 
 TEST(Latency, ReportsTwentyFourFramesPlusTheMeanChunkTime) {
   Harness run(element_line());
-  GstBus* bus = gst_bus_new();
-  gst_element_set_bus(run.element(), bus);
+  GstBus* bus = run.bus();
   gst_harness_set_upstream_latency(run.h(), 10 * GST_MSECOND);
   run.set_caps(kRgb32x24);
 
@@ -684,8 +654,6 @@ TEST(Latency, ReportsTwentyFourFramesPlusTheMeanChunkTime) {
     EXPECT_GE(max, min);
   }
 
-  gst_element_set_bus(run.element(), nullptr);
-  gst_object_unref(bus);
   auto out = run.pull_all();
   for (auto* b : out) gst_buffer_unref(b);
 }

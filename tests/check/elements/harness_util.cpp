@@ -126,8 +126,20 @@ Harness::Harness(const std::string& element_description) {
 }
 
 Harness::~Harness() {
+  if (bus_) {
+    gst_element_set_bus(element_, nullptr);
+    gst_object_unref(bus_);
+  }
   if (element_) gst_object_unref(element_);
   gst_harness_teardown(h_);
+}
+
+GstBus* Harness::bus() {
+  if (!bus_) {
+    bus_ = gst_bus_new();
+    gst_element_set_bus(element_, bus_);
+  }
+  return bus_;
 }
 
 void Harness::set_caps(const std::string& in_caps, const std::string& downstream_caps) {
@@ -240,6 +252,31 @@ GstMessage* error_reaching(GstElement* element, GstState state) {
   gst_bin_remove(GST_BIN(pipeline), element);
   gst_object_unref(pipeline);
   return msg;
+}
+
+at::Tensor rgb_of(const GstVideoInfo& info, std::vector<GstBuffer*>& buffers) {
+  at::Tensor packed = packed_frames(info, buffers);
+  return packed.view({-1, GST_VIDEO_INFO_HEIGHT(&info), GST_VIDEO_INFO_WIDTH(&info), 3});
+}
+
+void expect_equal_frames(const at::Tensor& got, const at::Tensor& want, const std::string& what) {
+  ASSERT_EQ(got.sizes(), want.sizes()) << what;
+  if (!at::equal(got, want)) {
+    const int max_diff = (got.to(at::kInt) - want.to(at::kInt)).abs().max().item<int>();
+    ADD_FAILURE() << what << ": frames differ (max difference " << max_diff << ")";
+  }
+}
+
+std::string error_text(GstMessage* msg, GQuark* domain, int* code) {
+  GError* err = nullptr;
+  gchar* debug = nullptr;
+  gst_message_parse_error(msg, &err, &debug);
+  std::string text = std::string(err->message) + " | " + (debug ? debug : "");
+  if (domain) *domain = err->domain;
+  if (code) *code = err->code;
+  g_clear_error(&err);
+  g_free(debug);
+  return text;
 }
 
 }  // namespace flashvsr::check

@@ -52,6 +52,8 @@ class Harness {
 
   GstHarness* h() const { return h_; }
   GstElement* element() const { return element_; }
+  // A bus set on the element on first use, for the messages it posts (errors, latency); owned.
+  GstBus* bus();
 
   // Sets the input caps (pushes stream-start, caps, segment) and optionally restricts downstream caps.
   void set_caps(const std::string& in_caps, const std::string& downstream_caps = "");
@@ -69,11 +71,21 @@ class Harness {
  private:
   GstHarness* h_ = nullptr;
   GstElement* element_ = nullptr;
+  GstBus* bus_ = nullptr;
   GstVideoInfo in_info_;
 };
 
 // The packed planes of each buffer, stacked: uint8 [n, layout size]; unrefs the buffers.
 at::Tensor packed_frames(const GstVideoInfo& info, std::vector<GstBuffer*>& buffers);
+
+// The RGB output of a harness run, as uint8 [n, H, W, 3]; unrefs the buffers.
+at::Tensor rgb_of(const GstVideoInfo& info, std::vector<GstBuffer*>& buffers);
+
+// Frames equal to the byte (a failure names the largest difference).
+void expect_equal_frames(const at::Tensor& got, const at::Tensor& want, const std::string& what);
+
+// "message | debug" of an ERROR message, with its domain and code when asked for.
+std::string error_text(GstMessage* msg, GQuark* domain = nullptr, int* code = nullptr);
 
 // Runs a launch line to EOS (or error, or timeout); returns "" on EOS, else the error text.
 std::string run_pipeline(GstElement* pipeline, GstClockTime timeout);

@@ -90,18 +90,6 @@ Memory memory_now() {
 
 double mib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
 
-std::string error_text(GstMessage* msg, GQuark* domain = nullptr, int* code = nullptr) {
-  GError* err = nullptr;
-  gchar* debug = nullptr;
-  gst_message_parse_error(msg, &err, &debug);
-  std::string text = std::string(err->message) + " | " + (debug ? debug : "");
-  if (domain) *domain = err->domain;
-  if (code) *code = err->code;
-  g_clear_error(&err);
-  g_free(debug);
-  return text;
-}
-
 // Pops the error a failed stream posts and checks it: STREAM/FAILED, naming `must_contain`, with the
 // stream state freed. Records the message in the test's XML.
 void expect_stream_failed(GstBus* bus, const std::string& must_contain) {
@@ -116,19 +104,6 @@ void expect_stream_failed(GstBus* bus, const std::string& must_contain) {
   EXPECT_NE(text.find(must_contain), std::string::npos) << text;
   EXPECT_NE(text.find("stream state freed"), std::string::npos) << text;
   ::testing::Test::RecordProperty("error", text.substr(0, 300));
-}
-
-void expect_equal_frames(const at::Tensor& got, const at::Tensor& want, const std::string& what) {
-  ASSERT_EQ(got.sizes(), want.sizes()) << what;
-  if (!at::equal(got, want)) {
-    const int max_diff = (got.to(at::kInt) - want.to(at::kInt)).abs().max().item<int>();
-    ADD_FAILURE() << what << ": frames differ (max difference " << max_diff << ")";
-  }
-}
-
-at::Tensor rgb_of(const GstVideoInfo& info, std::vector<GstBuffer*>& buffers) {
-  at::Tensor packed = packed_frames(info, buffers);
-  return packed.view({-1, GST_VIDEO_INFO_HEIGHT(&info), GST_VIDEO_INFO_WIDTH(&info), 3});
 }
 
 std::string rgb_caps(int w, int h, const std::string& framerate = "25/1") {
@@ -662,8 +637,7 @@ TEST(Hostile, OversizedCapsAreRefusedOrClampedWithoutAbort) {
 
 TEST(Hostile, TruncatedBufferFailsTheStreamCleanlyAndNewCapsRecover) {
   Harness run(element_line());
-  GstBus* bus = gst_bus_new();
-  gst_element_set_bus(run.element(), bus);
+  GstBus* bus = run.bus();
   run.set_caps(rgb_caps(32, 24));
   ASSERT_EQ(run.push_rgb(random_frames(3, 24, 32, 371)), GST_FLOW_OK);
   GstBuffer* shorty = gst_buffer_new_allocate(nullptr, 10, nullptr);
@@ -680,8 +654,6 @@ TEST(Hostile, TruncatedBufferFailsTheStreamCleanlyAndNewCapsRecover) {
   ASSERT_EQ(out.size(), 4u);
   expect_equal_frames(rgb_of(run.output_info(), out), engine_upscale(frames, {}), "after recovery");
   EXPECT_EQ(gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR), nullptr);
-  gst_element_set_bus(run.element(), nullptr);
-  gst_object_unref(bus);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -697,8 +669,7 @@ TEST(Failure, AllocationFailureMidStreamPostsStreamFailedAndFreesTheStream) {
   // engine (a c10::Error, as CUDA out of memory is a c10::OutOfMemoryError): the real error path, with no
   // hook in the element. Small allocations (GLib, the error message) still fit.
   Harness run(element_line());
-  GstBus* bus = gst_bus_new();
-  gst_element_set_bus(run.element(), bus);
+  GstBus* bus = run.bus();
   run.set_caps(rgb_caps(1024, 1024));
   const GstVideoInfo out_info = run.output_info();
   ASSERT_EQ(GST_VIDEO_INFO_WIDTH(&out_info), 4096);
@@ -727,8 +698,6 @@ TEST(Failure, AllocationFailureMidStreamPostsStreamFailedAndFreesTheStream) {
   auto out = run.pull_all();
   ASSERT_EQ(out.size(), 3u);
   expect_equal_frames(rgb_of(run.output_info(), out), engine_upscale(frames, {}), "after the failure");
-  gst_element_set_bus(run.element(), nullptr);
-  gst_object_unref(bus);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -764,8 +733,7 @@ void expect_new_stream_works(Harness& run) {
 TEST(Failure, CudaOutOfMemoryMidStreamPostsAnErrorAndGivesTheDeviceMemoryBack) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device in this process";
   Harness run("flashvsr name=vsr model-dir=\"" + tiny_model_dir() + "\" device=cuda precision=fp32");
-  GstBus* bus = gst_bus_new();
-  gst_element_set_bus(run.element(), bus);
+  GstBus* bus = run.bus();
   run.set_caps(rgb_caps(1024, 1024));  // 4096x4096 out: 200 MB per pre-processed frame, 5 GB a window
   ASSERT_EQ(run.push_rgb(random_frames(1, 1024, 1024, 390), 0), GST_FLOW_OK);  // model and stream set up
 
@@ -794,8 +762,6 @@ TEST(Failure, CudaOutOfMemoryMidStreamPostsAnErrorAndGivesTheDeviceMemoryBack) {
 
   ballast.clear();
   expect_new_stream_works(run);
-  gst_element_set_bus(run.element(), nullptr);
-  gst_object_unref(bus);
 }
 
 TEST(Failure, CudaFramesTooLargeForTheDeviceFailTheStreamCleanly) {
@@ -803,8 +769,7 @@ TEST(Failure, CudaFramesTooLargeForTheDeviceFailTheStreamCleanly) {
   // 4096x4096 in, 16384x16384 out (the largest the element negotiates): a window holds more than 2^31
   // elements, beyond what some CUDA kernels index; the frames themselves (3.2 GB each in fp32) fit.
   Harness run("flashvsr name=vsr model-dir=\"" + tiny_model_dir() + "\" device=cuda precision=fp32");
-  GstBus* bus = gst_bus_new();
-  gst_element_set_bus(run.element(), bus);
+  GstBus* bus = run.bus();
   run.set_caps(rgb_caps(32, 24));
   ASSERT_EQ(run.push_rgb(random_frames(1, 24, 32, 394), 0), GST_FLOW_OK);  // model on the device
   run.set_caps(rgb_caps(4096, 4096));                                       // drains the small stream
@@ -818,8 +783,6 @@ TEST(Failure, CudaFramesTooLargeForTheDeviceFailTheStreamCleanly) {
   // After EOS a new stream starts with STREAM_START, as after any EOS.
   ASSERT_TRUE(gst_harness_push_event(run.h(), gst_event_new_stream_start("after-too-large")));
   expect_new_stream_works(run);
-  gst_element_set_bus(run.element(), nullptr);
-  gst_object_unref(bus);
 }
 
 // ------------------------------------------------------------------------------------------------
