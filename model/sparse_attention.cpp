@@ -3,6 +3,7 @@
 
 #include "error.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -65,10 +66,27 @@ at::Tensor select_key_windows(const at::Tensor& q_w, const at::Tensor& k_w, int6
   return (flat > threshold).view({heads, nq, nk});
 }
 
+int64_t max_key_slices(int64_t kv_slices) {
+  // Chunk 0 attends over its own 3 slices; a later chunk over the cache plus its 1 new slice.
+  constexpr int64_t first_chunk_slices = 3, chunk_slices = 1;
+  return std::max(first_chunk_slices, std::max<int64_t>(kv_slices, 2) + chunk_slices);
+}
+
 AttentionPlan AttentionPlan::make(const SparseAttentionSettings& s, int64_t rows, int64_t cols, at::Device device) {
   if (s.local_range < 1) throw Error(Error::Kind::BadSettings, "local range " + std::to_string(s.local_range) + ": expected >= 1");
   if (s.kv_slices < 1) throw Error(Error::Kind::BadSettings, "kv ratio gives " + std::to_string(s.kv_slices) + " cached slices: expected >= 1");
   if (!(s.topk_ratio > 0.0)) throw Error(Error::Kind::BadSettings, "top-k ratio " + std::to_string(s.topk_ratio) + ": expected > 0");
+  const int64_t per_slice = rows * cols, slices = max_key_slices(s.kv_slices);
+  if (per_slice * slices > kMaxKeyWindows) {
+    const int64_t fitting_slices = kMaxKeyWindows / per_slice;  // kv ratio fitting_slices - 1 would fit
+    throw Error(Error::Kind::BadSettings,
+                "attention over " + std::to_string(per_slice * slices) + " key windows (" + std::to_string(rows) + "x" +
+                    std::to_string(cols) + " = " + std::to_string(per_slice) + " windows of 128x128 pixels per latent slice x " +
+                    std::to_string(slices) + " slices for kv ratio " + std::to_string(s.kv_slices) + "), at most " +
+                    std::to_string(kMaxKeyWindows) + " supported: " +
+                    (fitting_slices >= 3 ? "use a kv ratio of at most " + std::to_string(fitting_slices - 1)
+                                         : std::string("the frames are too large for any kv ratio")));
+  }
   AttentionPlan p;
   p.local_mask = local_window_mask(rows, cols, s.local_range).to(device);
   p.topk = topk_for(rows * cols, s.topk_ratio);

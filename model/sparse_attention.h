@@ -57,6 +57,16 @@ const char* attention_backend_name(AttentionBackend b);
 // Whether this build has the CUDA kernel.
 bool cuda_attention_available();
 
+// The most key windows one attention call takes: the CUDA kernel keeps each query block's list of selected
+// key windows in shared memory (model/cuda/attention_kernel.h checks it is the same number). Refused for
+// every backend, so a setting that runs on the CPU also runs on CUDA.
+constexpr int64_t kMaxKeyWindows = 16384;
+
+// Key slices an attention call sees at most for a KV cache of kv_slices slices: the cache grows by one
+// slice per chunk and drops at most one (the oldest) when it holds more than kv_slices, starting from the
+// 3 slices of chunk 0, so kv_slices 1 and 2 both end up keeping 2 (spec section 5).
+int64_t max_key_slices(int64_t kv_slices);
+
 // User-facing settings of the attention (released defaults: sparse ratio 2.0, kv ratio 3.0, range 11).
 struct SparseAttentionSettings {
   double topk_ratio = 0.0;  // per-slice top-k fraction (see topk_ratio_for)
@@ -72,6 +82,7 @@ struct AttentionPlan {
   int64_t kv_slices = 3;
   AttentionBackend backend = AttentionBackend::Auto;
 
+  // Throws Error(BadSettings) when a stream with these settings would exceed kMaxKeyWindows, with the numbers.
   static AttentionPlan make(const SparseAttentionSettings& settings, int64_t rows, int64_t cols, at::Device device);
 };
 

@@ -151,6 +151,64 @@ TEST(AttentionPlan, RejectsBadSettings) {
   }
 }
 
+
+namespace {
+
+// The key slices each chunk attends over, following the spec's cache rule step by step: chunk 0 sees its
+// 3 slices; the cache then holds them, minus the oldest when more than kv_slices; every later chunk sees the
+// cache plus its 1 new slice and keeps them, minus the oldest when more than kv_slices.
+int64_t largest_key_slices_over(int64_t kv_slices, int64_t chunks) {
+  int64_t seen = 3, largest = 3;
+  int64_t cache = seen > kv_slices ? seen - 1 : seen;
+  for (int64_t c = 1; c < chunks; ++c) {
+    seen = cache + 1;
+    largest = std::max(largest, seen);
+    cache = seen > kv_slices ? seen - 1 : seen;
+  }
+  return largest;
+}
+
+}  // namespace
+
+TEST(AttentionPlan, KeySlicesFollowTheCacheRuleAndKvRatiosOneAndTwoBothKeepTwo) {
+  EXPECT_EQ(max_key_slices(1), 3);
+  EXPECT_EQ(max_key_slices(2), 3);
+  EXPECT_EQ(max_key_slices(3), 4);
+  EXPECT_EQ(max_key_slices(64), 65);
+  for (int64_t kv = 1; kv <= 70; ++kv) EXPECT_EQ(max_key_slices(kv), largest_key_slices_over(kv, 200)) << kv;
+}
+
+TEST(AttentionPlan, StreamsBeyondTheKeyWindowLimitAreRefusedUpFrontWithTheNumbers) {
+  SparseAttentionSettings s;
+  s.topk_ratio = 1.0;
+  // 2048x2048 pixels: 16x16 = 256 windows per slice; kv ratio 64 needs 65 slices = 16640 > 16384 windows.
+  s.kv_slices = 64;
+  try {
+    AttentionPlan::make(s, 16, 16, at::kCPU);
+    ADD_FAILURE() << "kv ratio 64 at 2048x2048 was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), Error::Kind::BadSettings);
+    const std::string what = e.what();
+    EXPECT_NE(what.find("16640 key windows"), std::string::npos) << what;
+    EXPECT_NE(what.find("16384"), std::string::npos) << what;
+    EXPECT_NE(what.find("at most 63"), std::string::npos) << what;
+  }
+  s.kv_slices = 63;  // 64 slices x 256 = 16384: exactly the limit
+  EXPECT_NO_THROW(AttentionPlan::make(s, 16, 16, at::kCPU));
+  // 8192x8192 pixels: 4096 windows per slice; kv ratio 3 (4 slices) is exactly the limit, 4 is beyond it.
+  s.kv_slices = 3;
+  EXPECT_NO_THROW(AttentionPlan::make(s, 64, 64, at::kCPU));
+  s.kv_slices = 4;
+  EXPECT_THROW(AttentionPlan::make(s, 64, 64, at::kCPU), Error);
+  // 12288x12288 pixels: 9216 windows per slice; the 3 slices of chunk 0 already exceed the limit.
+  s.kv_slices = 1;
+  try {
+    AttentionPlan::make(s, 96, 96, at::kCPU);
+    ADD_FAILURE() << "12288x12288 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("too large for any kv ratio"), std::string::npos) << e.what();
+  }
+}
 TEST(AttentionBackendName, ParsesAndPrints) {
   EXPECT_EQ(parse_attention_backend("reference"), AttentionBackend::Reference);
   EXPECT_EQ(parse_attention_backend("auto"), AttentionBackend::Auto);

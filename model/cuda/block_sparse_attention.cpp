@@ -5,6 +5,7 @@
 #include "attention_kernel.h"
 
 #include "error.h"
+#include "sparse_attention.h"
 
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -16,6 +17,9 @@
 #include <string>
 
 namespace flashvsr {
+
+static_assert(cuda::kMaxAttentionKeyWindows == kMaxKeyWindows,
+              "the engine's key-window limit must be the kernel's");
 
 namespace {
 
