@@ -34,12 +34,14 @@
 #include "engine.h"
 #include "frame_format.h"
 #include "model_cache.h"
+#include "safetensors.h"
 
 #include <gst/video/video.h>
 
 #include <c10/core/InferenceMode.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -195,6 +197,7 @@ enum
   PROP_COLOR_FIX,
   PROP_SEED,
   PROP_ATTENTION,
+  PROP_NOISE_FILE,
   PROP_FRAMES_IN,
   PROP_FRAMES_OUT,
   PROP_CHUNKS,
@@ -220,6 +223,7 @@ enum
 #define DEFAULT_COLOR_FIX GST_FLASHVSR_COLOR_FIX_ADAIN
 #define DEFAULT_SEED 0
 #define DEFAULT_ATTENTION GST_FLASHVSR_ATTENTION_AUTO
+#define DEFAULT_NOISE_FILE NULL
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Pads                                                                                             */
@@ -255,6 +259,7 @@ struct Settings
   GstFlashVsrColorFix color_fix = DEFAULT_COLOR_FIX;
   guint64 seed = DEFAULT_SEED;
   GstFlashVsrAttention attention = DEFAULT_ATTENTION;
+  std::string noise_file;       /* "" = seeded noise */
 };
 
 struct EventUnref
@@ -310,6 +315,9 @@ struct GstFlashVsrPrivate
 
   guint64 frames_in = 0, frames_out = 0, chunks = 0;
   double chunk_ms_total = 0.0;
+  /* The time of a stream's first (and slowest) chunk: timed on a scratch stream at negotiation when
+   * upstream is live, then the measured first chunk of each stream. 0 while unknown. */
+  double first_chunk_ms = 0.0;
   GstClockTime frame_duration = GST_CLOCK_TIME_NONE;   /* of the negotiated framerate */
   GstClockTime announced_processing = 0;        /* last processing estimate announced */
 
@@ -321,6 +329,9 @@ struct GstFlashVsrPrivate
   std::deque < Pending > pending;
   std::deque < Ready > ready;
   int64_t stream_frames = 0;    /* frames pushed into the engine since the last reset */
+  /* Caps were accepted (in_info/out_info hold them): a failed stream can be set up again from them. */
+  bool negotiated = false;
+  std::string stream_noise_file;        /* the noise-file the stream was made with */
   bool discont_next = true;     /* mark the next frame's output DISCONT (first after a reset) */
 };
 
@@ -391,9 +402,26 @@ std::optional < flashvsr::PixelFormat > pixel_format_of (GstVideoFormat format)
   }
 }
 
-/* The Y'CbCr matrix and range of YUV caps. An unknown matrix or range (caps that do not say) gets
- * GStreamer's default for the frame height: BT.2020 from 2160 lines, BT.709 above 576, else BT.601;
- * limited range. Other matrices (FCC, SMPTE 240M) are not supported: nullopt. */
+/* The Y'CbCr matrix, range and chroma siting of YUV caps. An unknown matrix or range (caps that do not
+ * say) gets GStreamer's default for the frame height: BT.2020 from 2160 lines, BT.709 above 576, else
+ * BT.601; limited range. An unknown chroma siting gets the default of GStreamer's video-info.c
+ * (set_default_chroma_site since 1.26, set_default_colorimetry before): mpeg2 (horizontally co-sited)
+ * above 576 lines, else jpeg (centred). Other matrices (FCC, SMPTE 240M) and alternate-line sitings
+ * (ALT_LINE, dv) are not supported: nullopt. */
+/* gst_video_info_from_caps, keeping an explicit chroma-site: before GStreamer 1.26 it is replaced by the
+ * default for the height when the caps carry no colorimetry. */
+static gboolean
+video_info_from_caps (GstVideoInfo * info, const GstCaps * caps)
+{
+  if (!gst_video_info_from_caps (info, caps))
+    return FALSE;
+  const gchar *site =
+      gst_structure_get_string (gst_caps_get_structure (caps, 0), "chroma-site");
+  if (site && GST_VIDEO_INFO_IS_YUV (info))
+    info->chroma_site = gst_video_chroma_site_from_string (site);
+  return TRUE;
+}
+
 std::optional < flashvsr::YuvSpec > yuv_spec_of (const GstVideoInfo * info)
 {
   flashvsr::YuvSpec spec;
@@ -427,6 +455,27 @@ std::optional < flashvsr::YuvSpec > yuv_spec_of (const GstVideoInfo * info)
       break;
     default:
       return std::nullopt;
+  }
+  /* Chroma siting, per axis (any combination of H_COSITED and V_COSITED, NONE = centred both ways). */
+  const guint site = GST_VIDEO_INFO_CHROMA_SITE (info);
+  const guint cosited =
+      GST_VIDEO_CHROMA_SITE_H_COSITED | GST_VIDEO_CHROMA_SITE_V_COSITED;
+  if (site == GST_VIDEO_CHROMA_SITE_UNKNOWN) {
+    spec.site = GST_VIDEO_INFO_HEIGHT (info) > 576 ?
+        flashvsr::kChromaSiteMpeg2 : flashvsr::kChromaSiteJpeg;
+  } else if (site == GST_VIDEO_CHROMA_SITE_NONE || (site & ~cosited) == 0) {
+    spec.site.horizontal = (site & GST_VIDEO_CHROMA_SITE_H_COSITED) ?
+        flashvsr::ChromaSiting::Cosited : flashvsr::ChromaSiting::Centred;
+    spec.site.vertical = (site & GST_VIDEO_CHROMA_SITE_V_COSITED) ?
+        flashvsr::ChromaSiting::Cosited : flashvsr::ChromaSiting::Centred;
+  } else {
+    gchar *name =
+        gst_video_chroma_site_to_string ((GstVideoChromaSite) site);
+    GST_DEBUG ("chroma-site %s (0x%x) is not supported: expected jpeg, "
+        "mpeg2, cosited, h-cosited or v-cosited (alternate-line siting such "
+        "as dv is not implemented)", GST_STR_NULL (name), site);
+    g_free (name);
+    return std::nullopt;
   }
   return spec;
 }
@@ -556,6 +605,33 @@ stream_options (const Settings & s, const GstVideoInfo * in_info,
       break;
   }
   return o;
+}
+
+/* An engine stream with these options, drawing its noise from `noise_file`'s 'noise' tensor when one is
+ * given (throws flashvsr::Error naming the file when it has none, or too few latent frames). */
+static std::unique_ptr < flashvsr::Stream >
+make_engine_stream (std::shared_ptr < const flashvsr::Model > model,
+    const flashvsr::StreamOptions & o, const std::string & noise_file)
+{
+  auto stream = std::make_unique < flashvsr::Stream > (std::move (model), o);
+  if (noise_file.empty ())
+    return stream;
+  const flashvsr::TensorMap tensors = flashvsr::read_safetensors (noise_file);
+  auto it = tensors.find ("noise");
+  if (it == tensors.end ())
+    throw flashvsr::Error (flashvsr::Error::Kind::BadFile,
+        noise_file + ": no tensor 'noise' (expected F32 [1, 16, T, H/8, W/8])");
+  const at::Tensor noise = it->second.to (at::kFloat);
+  stream->set_noise_source ([noise, noise_file] (int64_t first, int64_t count) {
+        if (noise.dim () != 5 || first + count > noise.size (2))
+          throw flashvsr::Error (flashvsr::Error::Kind::BadInput, noise_file +
+              ": tensor 'noise' has shape " +
+              flashvsr::shape_string (noise.sizes ().vec ()) +
+              ", the stream needs latent frames up to " +
+              std::to_string (first + count));
+        return noise.narrow (2, first, count);
+      });
+  return stream;
 }
 
 /* Whether two option sets give the same stream (the output size is explicit, so scale is not used). */
@@ -721,6 +797,13 @@ gst_flashvsr_class_init (GstFlashVsrClass * klass)
           "Implementation of the block-sparse attention; applies from the "
           "next stream", GST_TYPE_FLASHVSR_ATTENTION, DEFAULT_ATTENTION,
           playing));
+  g_object_class_install_property (gobject_class, PROP_NOISE_FILE,
+      g_param_spec_string ("noise-file", "Noise file",
+          "safetensors file whose 'noise' tensor F32 [1, 16, T, H/8, W/8] (H, W: "
+          "output size rounded up to 128) replaces the seeded noise, to reproduce "
+          "a reference run (e.g. a golden fixture's input.safetensors); T must cover "
+          "the stream. Applies from the next stream", DEFAULT_NOISE_FILE,
+          playing));
   g_object_class_install_property (gobject_class, PROP_FRAMES_IN,
       g_param_spec_uint64 ("frames-in", "Frames in",
           "Frames given to the engine since going to PAUSED", 0, G_MAXUINT64,
@@ -871,6 +954,11 @@ gst_flashvsr_set_property (GObject * object, guint prop_id,
       case PROP_ATTENTION:
         s.attention = (GstFlashVsrAttention) g_value_get_enum (value);
         break;
+      case PROP_NOISE_FILE:{
+        const gchar *file = g_value_get_string (value);
+        s.noise_file = file ? file : "";
+        break;
+      }
       default:
         G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
         break;
@@ -924,6 +1012,10 @@ gst_flashvsr_get_property (GObject * object, guint prop_id, GValue * value,
       break;
     case PROP_ATTENTION:
       g_value_set_enum (value, s.attention);
+      break;
+    case PROP_NOISE_FILE:
+      g_value_set_string (value, s.noise_file.empty ()? NULL :
+          s.noise_file.c_str ());
       break;
     case PROP_FRAMES_IN:
       g_value_set_uint64 (value, priv->frames_in);
@@ -1161,14 +1253,16 @@ gst_flashvsr_reset_stream (GstFlashVsr * self)
   }
   const flashvsr::StreamOptions o = stream_options (s, &priv->in_info,
       &priv->out_info);
-  if (same_stream (o, priv->stream->options ())) {
+  if (same_stream (o, priv->stream->options ())
+      && s.noise_file == priv->stream_noise_file) {
     priv->stream->reset ();
     return;
   }
   GST_INFO_OBJECT (self, "settings changed: new engine stream");
   try {
     c10::InferenceMode inference;
-    priv->stream = std::make_unique < flashvsr::Stream > (model, o);
+    priv->stream = make_engine_stream (model, o, s.noise_file);
+    priv->stream_noise_file = s.noise_file;
     return;
   }
   catch (const flashvsr::Error & e) {
@@ -1182,6 +1276,114 @@ gst_flashvsr_reset_stream (GstFlashVsr * self)
         std::string ("after a reset"));
   }
   gst_flashvsr_free_stream (self);
+}
+
+/* Sets up the engine stream and the frame converters for the negotiated in_info/out_info, with the
+ * settings as they are now. Posts an error (RESOURCE/SETTINGS, LIBRARY/INIT) and returns FALSE when the
+ * engine refuses them, e.g. frames too large for the attention's key-window limit. */
+static gboolean
+gst_flashvsr_setup_stream (GstFlashVsr * self)
+{
+  GstFlashVsrPrivate *priv = self->priv;
+  const GstVideoInfo *in_info = &priv->in_info, *out_info = &priv->out_info;
+  const auto in_format = pixel_format_of (GST_VIDEO_INFO_FORMAT (in_info));
+  const auto out_format = pixel_format_of (GST_VIDEO_INFO_FORMAT (out_info));
+  const auto in_yuv = yuv_spec_of (in_info);
+  const auto out_yuv = yuv_spec_of (out_info);
+  if (!in_format || !out_format || !in_yuv || !out_yuv)
+    return FALSE;               /* set_caps checked these already */
+
+  Settings s;
+  std::shared_ptr < const flashvsr::Model > model;
+  {
+    std::lock_guard < std::mutex > guard (priv->lock);
+    s = priv->settings;
+    model = priv->model;
+  }
+  if (!model) {
+    GST_ELEMENT_ERROR (self, CORE, STATE_CHANGE, ("No model is loaded."),
+        ("stream set-up without a model"));
+    return FALSE;
+  }
+
+  const flashvsr::StreamOptions o = stream_options (s, in_info, out_info);
+  const std::string what = std::to_string (o.in_width) + "x" +
+      std::to_string (o.in_height) + " -> " + std::to_string (o.out_width) +
+      "x" + std::to_string (o.out_height);
+  try {
+    c10::InferenceMode inference;
+    const at::Device device = model->device ();
+    priv->stream = make_engine_stream (model, o, s.noise_file);
+    priv->stream_noise_file = s.noise_file;
+    priv->in_conv.emplace (*in_format, o.in_width, o.in_height, *in_yuv,
+        device);
+    priv->out_conv.emplace (*out_format, o.out_width, o.out_height, *out_yuv,
+        device);
+  }
+  catch (const flashvsr::Error & e) {
+    gst_flashvsr_free_stream (self);
+    FLASHVSR_POST_SETUP_ERROR (self, e.kind (),
+        std::string ("Could not set up a FlashVSR stream for ") + what + ": " +
+        e.what (), what);
+    return FALSE;
+  }
+  catch (const c10::Error & e) {
+    gst_flashvsr_free_stream (self);
+    FLASHVSR_POST_ERROR (self, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_INIT,
+        std::string ("LibTorch failed setting up a FlashVSR stream for ") +
+        what + ": " + e.what_without_backtrace (), what);
+    return FALSE;
+  }
+  catch (const std::exception & e) {
+    gst_flashvsr_free_stream (self);
+    FLASHVSR_POST_ERROR (self, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_INIT,
+        std::string ("Could not set up a FlashVSR stream for ") + what + ": " +
+        e.what (), what);
+    return FALSE;
+  }
+  GST_INFO_OBJECT (self, "stream %s %s -> %s on %s, look-ahead %d frames",
+      what.c_str (), GST_VIDEO_INFO_NAME (in_info),
+      GST_VIDEO_INFO_NAME (out_info), model->device ().str ().c_str (),
+      LOOKAHEAD_FRAMES);
+  return TRUE;
+}
+
+/* When upstream is live, times a first chunk on a scratch stream (flashvsr::time_first_chunk) so that
+ * the LATENCY answer covers the first chunk before the stream's own has run: without it, frames 0-20 of
+ * a live stream reach a synchronising sink late. Returns whether the estimate changed. */
+static gboolean
+gst_flashvsr_time_first_chunk (GstFlashVsr * self)
+{
+  GstFlashVsrPrivate *priv = self->priv;
+  gboolean live = FALSE;
+  GstQuery *query = gst_query_new_latency ();
+  if (gst_pad_peer_query (GST_BASE_TRANSFORM_SINK_PAD (self), query))
+    gst_query_parse_latency (query, &live, NULL, NULL);
+  gst_query_unref (query);
+  if (!live || !priv->stream)
+    return FALSE;
+
+  std::shared_ptr < const flashvsr::Model > model;
+  {
+    std::lock_guard < std::mutex > guard (priv->lock);
+    model = priv->model;
+  }
+  double ms = 0.0;
+  try {
+    c10::InferenceMode inference;
+    ms = flashvsr::time_first_chunk (model, priv->stream->options ()) * 1000.0;
+  }
+  catch (const std::exception & e) {
+    /* The stream's own first chunk will meet (and report) the same problem. */
+    GST_WARNING_OBJECT (self, "timing a first chunk failed: %s", e.what ());
+    return FALSE;
+  }
+  std::lock_guard < std::mutex > guard (priv->lock);
+  GST_INFO_OBJECT (self, "live upstream: a first chunk takes %.1f ms here",
+      ms);
+  const gboolean changed = ms != priv->first_chunk_ms;
+  priv->first_chunk_ms = ms;
+  return changed;
 }
 
 /* An error while streaming (engine, allocation, mapping): post STREAM/FAILED and free the stream state
@@ -1263,10 +1465,22 @@ gst_flashvsr_queue_outputs (GstFlashVsr * self, const at::Tensor & packed)
   return GST_FLOW_OK;
 }
 
-/* Records the time of `chunks` chunks and announces the new latency when the estimate moved. */
+/* The processing part of the latency (call with the lock held): the slower of a stream's first chunk
+ * and the mean chunk. */
+static GstClockTime
+gst_flashvsr_processing_locked (GstFlashVsrPrivate * priv)
+{
+  const double mean_ms = priv->chunks ? priv->chunk_ms_total /
+      (double) priv->chunks : 0.0;
+  return (GstClockTime) (std::max (priv->first_chunk_ms,
+          mean_ms) * GST_MSECOND);
+}
+
+/* Records the time of `chunks` chunks (the stream's first chunk alone when `first_chunk`) and announces
+ * the new latency when the estimate moved. */
 static void
 gst_flashvsr_account (GstFlashVsr * self, int64_t frames_in, int64_t chunks,
-    double ms)
+    double ms, bool first_chunk = false)
 {
   GstFlashVsrPrivate *priv = self->priv;
   gboolean announce = FALSE;
@@ -1277,12 +1491,13 @@ gst_flashvsr_account (GstFlashVsr * self, int64_t frames_in, int64_t chunks,
       return;
     priv->chunks += chunks;
     priv->chunk_ms_total += ms;
-    const GstClockTime mean = (GstClockTime) (priv->chunk_ms_total /
-        (double) priv->chunks * GST_MSECOND);
+    if (first_chunk && chunks == 1)
+      priv->first_chunk_ms = ms;
+    const GstClockTime processing = gst_flashvsr_processing_locked (priv);
     const double before = (double) priv->announced_processing;
-    if (before == 0.0 || std::fabs ((double) mean - before) >
+    if (before == 0.0 || std::fabs ((double) processing - before) >
         LATENCY_CHANGE_RATIO * before) {
-      priv->announced_processing = mean;
+      priv->announced_processing = processing;
       announce = TRUE;
     }
   }
@@ -1293,7 +1508,9 @@ gst_flashvsr_account (GstFlashVsr * self, int64_t frames_in, int64_t chunks,
   }
 }
 
-/* The latency the element adds: look-ahead plus the processing estimate. */
+/* The latency the element adds: look-ahead plus the processing estimate. The first output of a stream
+ * (frame 0) leaves when frame 24 arrived and the first chunk ran; later frames leave 4 to 11 frames after
+ * their own arrival, plus a (shorter) steady chunk. */
 static GstClockTime
 gst_flashvsr_latency (GstFlashVsr * self)
 {
@@ -1301,10 +1518,7 @@ gst_flashvsr_latency (GstFlashVsr * self)
   std::lock_guard < std::mutex > guard (priv->lock);
   GstClockTime frame = GST_CLOCK_TIME_IS_VALID (priv->frame_duration) ?
       priv->frame_duration : duration_of_fps (0, 1);
-  GstClockTime processing = priv->chunks ?
-      (GstClockTime) (priv->chunk_ms_total / (double) priv->chunks *
-      GST_MSECOND) : 0;
-  return LOOKAHEAD_FRAMES * frame + processing;
+  return LOOKAHEAD_FRAMES * frame + gst_flashvsr_processing_locked (priv);
 }
 
 /* Writes one packed frame into a new output buffer. */
@@ -1465,11 +1679,13 @@ gst_flashvsr_start (GstBaseTransform * trans)
     stale = priv->model_stale || !priv->model;
     priv->frames_in = priv->frames_out = priv->chunks = 0;
     priv->chunk_ms_total = 0.0;
+    priv->first_chunk_ms = 0.0;
     priv->announced_processing = 0;
     priv->frame_duration = GST_CLOCK_TIME_NONE;
   }
   if (stale)
     GST_INFO_OBJECT (self, "model settings changed in READY, reloading");
+  priv->negotiated = false;
   /* Every stream asks the cache again: the same model unless the settings or the files changed (a
    * model directory updated while the element sat in READY is picked up here). */
   gst_flashvsr_free_stream (self);
@@ -1655,11 +1871,29 @@ gst_flashvsr_fixate_caps (GstBaseTransform * trans, GstPadDirection direction,
       else
         g_value_unset (&v);
     }
-    const gchar *site = gst_structure_get_string (in, "chroma-site");
-    if (site && GST_VIDEO_INFO_IS_YUV (&in_info)
-        && GST_VIDEO_FORMAT_INFO_IS_YUV (gst_video_format_get_info (of))
-        && !gst_structure_has_field (s, "chroma-site"))
-      gst_structure_set (s, "chroma-site", G_TYPE_STRING, site, NULL);
+    /* Chroma siting, written out so that downstream need not guess: YUV -> YUV keeps the input's (the
+     * caps' string: GStreamer before 1.26 replaces it in GstVideoInfo by the height default when the
+     * caps carry no colorimetry), or GStreamer's default for the input height where the caps do not
+     * say; RGB -> YUV takes the default for the output height. A siting downstream fixed stays. */
+    gint out_h = 0;
+    if (GST_VIDEO_FORMAT_INFO_IS_YUV (gst_video_format_get_info (of))
+        && !gst_structure_has_field (s, "chroma-site")) {
+      const gboolean yuv_in = GST_VIDEO_INFO_IS_YUV (&in_info);
+      const gchar *given = gst_structure_get_string (in, "chroma-site");
+      guint site = !yuv_in ? GST_VIDEO_CHROMA_SITE_UNKNOWN : given ?
+          gst_video_chroma_site_from_string (given) :
+          GST_VIDEO_INFO_CHROMA_SITE (&in_info);
+      const gint lines = yuv_in ? GST_VIDEO_INFO_HEIGHT (&in_info) :
+          gst_structure_get_int (s, "height", &out_h) ? out_h : 0;
+      if (site == GST_VIDEO_CHROMA_SITE_UNKNOWN && lines > 0)
+        site = lines > 576 ? GST_VIDEO_CHROMA_SITE_MPEG2 :
+            GST_VIDEO_CHROMA_SITE_JPEG;
+      gchar *name = site == GST_VIDEO_CHROMA_SITE_UNKNOWN ? NULL :
+          gst_video_chroma_site_to_string ((GstVideoChromaSite) site);
+      if (name)
+        gst_structure_set (s, "chroma-site", G_TYPE_STRING, name, NULL);
+      g_free (name);
+    }
   }
 
   result = gst_caps_fixate (result);
@@ -1675,11 +1909,11 @@ gst_flashvsr_set_caps (GstBaseTransform * trans, GstCaps * incaps,
   GstFlashVsrPrivate *priv = self->priv;
   GstVideoInfo in_info, out_info;
 
-  if (!gst_video_info_from_caps (&in_info, incaps)) {
+  if (!video_info_from_caps (&in_info, incaps)) {
     GST_DEBUG_OBJECT (self, "invalid input caps %" GST_PTR_FORMAT, incaps);
     return FALSE;
   }
-  if (!gst_video_info_from_caps (&out_info, outcaps)) {
+  if (!video_info_from_caps (&out_info, outcaps)) {
     GST_DEBUG_OBJECT (self, "invalid output caps %" GST_PTR_FORMAT, outcaps);
     return FALSE;
   }
@@ -1698,7 +1932,8 @@ gst_flashvsr_set_caps (GstBaseTransform * trans, GstCaps * incaps,
   const auto in_yuv = yuv_spec_of (&in_info);
   const auto out_yuv = yuv_spec_of (&out_info);
   if (!in_yuv || !out_yuv) {
-    GST_DEBUG_OBJECT (self, "unsupported colorimetry (matrix or range) in %"
+    GST_DEBUG_OBJECT (self, "unsupported colorimetry (matrix or range) or "
+        "chroma-site in %"
         GST_PTR_FORMAT " -> %" GST_PTR_FORMAT, incaps, outcaps);
     return FALSE;
   }
@@ -1710,57 +1945,11 @@ gst_flashvsr_set_caps (GstBaseTransform * trans, GstCaps * incaps,
     gst_flashvsr_drain (self);
   }
   gst_flashvsr_free_stream (self);
-
-  Settings s;
-  std::shared_ptr < const flashvsr::Model > model;
-  {
-    std::lock_guard < std::mutex > guard (priv->lock);
-    s = priv->settings;
-    model = priv->model;
-  }
-  if (!model) {
-    GST_ELEMENT_ERROR (self, CORE, STATE_CHANGE, ("No model is loaded."),
-        ("set_caps without a model"));
-    return FALSE;
-  }
-
-  const flashvsr::StreamOptions o = stream_options (s, &in_info, &out_info);
-
-  const std::string what = std::to_string (o.in_width) + "x" +
-      std::to_string (o.in_height) + " -> " + std::to_string (o.out_width) +
-      "x" + std::to_string (o.out_height);
-  try {
-    c10::InferenceMode inference;
-    const at::Device device = model->device ();
-    priv->stream = std::make_unique < flashvsr::Stream > (model, o);
-    priv->in_conv.emplace (*in_format, o.in_width, o.in_height, *in_yuv,
-        device);
-    priv->out_conv.emplace (*out_format, o.out_width, o.out_height, *out_yuv,
-        device);
-  }
-  catch (const flashvsr::Error & e) {
-    gst_flashvsr_free_stream (self);
-    FLASHVSR_POST_SETUP_ERROR (self, e.kind (),
-        std::string ("Could not set up a FlashVSR stream for ") + what + ": " +
-        e.what (), what);
-    return FALSE;
-  }
-  catch (const c10::Error & e) {
-    gst_flashvsr_free_stream (self);
-    FLASHVSR_POST_ERROR (self, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_INIT,
-        std::string ("LibTorch failed setting up a FlashVSR stream for ") +
-        what + ": " + e.what_without_backtrace (), what);
-    return FALSE;
-  }
-  catch (const std::exception & e) {
-    gst_flashvsr_free_stream (self);
-    FLASHVSR_POST_ERROR (self, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_INIT,
-        std::string ("Could not set up a FlashVSR stream for ") + what + ": " +
-        e.what (), what);
-    return FALSE;
-  }
   priv->in_info = in_info;
   priv->out_info = out_info;
+  priv->negotiated = gst_flashvsr_setup_stream (self);
+  if (!priv->negotiated)
+    return FALSE;
 
   const GstClockTime frame = duration_of_fps (GST_VIDEO_INFO_FPS_N (&in_info),
       GST_VIDEO_INFO_FPS_D (&in_info));
@@ -1770,10 +1959,8 @@ gst_flashvsr_set_caps (GstBaseTransform * trans, GstCaps * incaps,
     latency_changed = priv->frame_duration != frame;
     priv->frame_duration = frame;
   }
-  GST_INFO_OBJECT (self, "stream %s %s -> %s on %s, look-ahead %" GST_TIME_FORMAT,
-      what.c_str (), GST_VIDEO_INFO_NAME (&in_info),
-      GST_VIDEO_INFO_NAME (&out_info), model->device ().str ().c_str (),
-      GST_TIME_ARGS (LOOKAHEAD_FRAMES * frame));
+  if (gst_flashvsr_time_first_chunk (self))
+    latency_changed = TRUE;
   if (latency_changed)
     gst_element_post_message (GST_ELEMENT_CAST (self),
         gst_message_new_latency (GST_OBJECT_CAST (self)));
@@ -1884,12 +2071,19 @@ gst_flashvsr_sink_event (GstBaseTransform * trans, GstEvent * event)
       gst_flashvsr_reset_stream (self);
       break;
     case GST_EVENT_EOS:
-    case GST_EVENT_STREAM_START:
       gst_flashvsr_drain (self);
       break;
+    case GST_EVENT_STREAM_START:
     case GST_EVENT_SEGMENT:
-      if (priv->stream_frames > 0)
+      if (GST_EVENT_TYPE (event) == GST_EVENT_STREAM_START
+          || priv->stream_frames > 0)
         gst_flashvsr_drain (self);
+      /* A stream that failed starts again with the caps it had, unless new caps follow. */
+      if (!priv->stream && priv->negotiated) {
+        GST_INFO_OBJECT (self, "%s after a failed stream: setting it up again",
+            GST_EVENT_TYPE_NAME (event));
+        priv->negotiated = gst_flashvsr_setup_stream (self);
+      }
       break;
     case GST_EVENT_GAP:
       if (!priv->pending.empty ()) {
@@ -1981,11 +2175,11 @@ gst_flashvsr_submit_input_buffer (GstBaseTransform * trans, gboolean is_discont,
   priv->stream_frames++;
 
   at::Tensor out;
-  int64_t chunks = 0;
+  int64_t chunks = 0, before = 0;
   const auto t0 = std::chrono::steady_clock::now ();
   try {
     c10::InferenceMode inference;
-    const int64_t before = priv->stream->stats ().chunks;
+    before = priv->stream->stats ().chunks;
     at::Tensor rgb = priv->stream->push (priv->in_conv->to_rgb (packed));
     if (rgb.size (0) > 0)
       out = priv->out_conv->from_rgb (rgb).cpu ().contiguous ();
@@ -1994,7 +2188,7 @@ gst_flashvsr_submit_input_buffer (GstBaseTransform * trans, gboolean is_discont,
   catch (...) {
     return gst_flashvsr_stream_exception (self);
   }
-  gst_flashvsr_account (self, 1, chunks, elapsed_ms (t0));
+  gst_flashvsr_account (self, 1, chunks, elapsed_ms (t0), before == 0);
   if (chunks > 0)
     GST_LOG_OBJECT (self, "%" G_GINT64_FORMAT " chunk(s) gave %" G_GINT64_FORMAT
         " frames", chunks, out.defined ()? out.size (0) : (int64_t) 0);

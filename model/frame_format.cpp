@@ -10,7 +10,6 @@
 
 #include "error.h"
 
-#include <ATen/ops/avg_pool2d.h>
 #include <c10/core/InferenceMode.h>
 
 #include <string>
@@ -56,7 +55,71 @@ Range range_of(bool full) { return full ? Range{0.0, 255.0, 128.0, 255.0} : Rang
 
 at::Tensor to_u8(const at::Tensor& v) { return v.round().clamp(0.0, 255.0).to(at::kByte); }
 
+// x: [..., size, ...] along `dim` -> [..., size + 2, ...], the first and last sample repeated once (edge
+// clamping of the neighbours at -1 and size).
+at::Tensor clamp_pad(const at::Tensor& x, int64_t dim) {
+  const int64_t size = x.size(dim);
+  return at::cat({x.narrow(dim, 0, 1), x, x.narrow(dim, size - 1, 1)}, dim);
+}
+
+// c: [..., m, ...] chroma samples along `dim` -> [..., size, ...] on the luma grid, size in {2m - 1, 2m}.
+at::Tensor upsample_axis(const at::Tensor& c, int64_t dim, int64_t size, ChromaSiting siting) {
+  const int64_t m = c.size(dim);
+  const at::Tensor p = clamp_pad(c, dim);  // p[j + 1] = c[j]
+  const at::Tensor prev = p.narrow(dim, 0, m), next = p.narrow(dim, 2, m);
+  at::Tensor even, odd;  // the luma samples 2j and 2j + 1
+  if (siting == ChromaSiting::Centred) {
+    even = 0.75 * c + 0.25 * prev;
+    odd = 0.75 * c + 0.25 * next;
+  } else {
+    even = c;
+    odd = 0.5 * (c + next);
+  }
+  return at::stack({even, odd}, dim + 1).flatten(dim, dim + 1).narrow(dim, 0, size);
+}
+
+// x: [..., size, ...] luma-grid samples along `dim` -> [..., ceil(size / 2), ...] chroma samples. Only
+// half-size tensors are built (no padded copy of the full-resolution plane).
+at::Tensor downsample_axis(const at::Tensor& x, int64_t dim, ChromaSiting siting) {
+  const int64_t size = x.size(dim), m = (size + 1) / 2;
+  const at::Tensor centre = x.slice(dim, 0, size, 2);  // x[2j], m samples
+  const at::Tensor odd = x.slice(dim, 1, size, 2);     // x[2j + 1], size / 2 samples
+  // x[2j + 1], clamped: x[2j] itself past an odd size's end.
+  const at::Tensor right = size % 2 == 0 ? odd : at::cat({odd, x.narrow(dim, size - 1, 1)}, dim);
+  if (siting == ChromaSiting::Centred) return 0.5 * (centre + right);
+  // x[2j - 1], clamped: x[0] for j = 0.
+  const at::Tensor left = at::cat({x.narrow(dim, 0, 1), odd.narrow(dim, 0, m - 1)}, dim);
+  return 0.25 * (left + right) + 0.5 * centre;
+}
+
+// Throws BadInput unless t is a floating-point tensor of at least 2 dimensions whose last two are
+// [rows, cols] (any sizes >= 1 where rows/cols are 0).
+void check_chroma_tensor(const at::Tensor& t, const char* what, int64_t rows, int64_t cols) {
+  const auto fits = [&](int64_t dim, int64_t want) { return want > 0 ? t.size(dim) == want : t.size(dim) >= 1; };
+  if (t.defined() && t.dim() >= 2 && at::isFloatingType(t.scalar_type()) && fits(-2, rows) && fits(-1, cols)) return;
+  const auto size = [](int64_t want) { return want > 0 ? std::to_string(want) : std::string(">= 1"); };
+  throw Error(Error::Kind::BadInput,
+              std::string(what) + " has shape " + (t.defined() ? shape_string(t.sizes().vec()) : "(none)") +
+                  (t.defined() ? " and dtype " + std::string(c10::toString(t.scalar_type())) : "") +
+                  ", expected floating point [..., " + size(rows) + ", " + size(cols) + "]");
+}
+
 }  // namespace
+
+at::Tensor upsample_chroma(const at::Tensor& chroma, int64_t height, int64_t width, ChromaSite site) {
+  if (height < 1 || width < 1)
+    throw Error(Error::Kind::BadSettings, "chroma upsampling to " + std::to_string(width) + "x" +
+                                              std::to_string(height) + ": expected a size of at least 1x1");
+  check_chroma_tensor(chroma, "chroma to upsample", (height + 1) / 2, (width + 1) / 2);
+  const int64_t rows = chroma.dim() - 2, cols = chroma.dim() - 1;
+  return upsample_axis(upsample_axis(chroma, rows, height, site.vertical), cols, width, site.horizontal);
+}
+
+at::Tensor downsample_chroma(const at::Tensor& plane, ChromaSite site) {
+  check_chroma_tensor(plane, "plane to downsample", 0, 0);
+  const int64_t rows = plane.dim() - 2, cols = plane.dim() - 1;
+  return downsample_axis(downsample_axis(plane, cols, site.horizontal), rows, site.vertical);
+}
 
 PlaneLayout plane_layout(PixelFormat format, int64_t width, int64_t height) {
   if (width < 1 || height < 1 || width > (int64_t{1} << 20) || height > (int64_t{1} << 20))
@@ -142,16 +205,14 @@ at::Tensor FrameConverter::to_rgb(const at::Tensor& packed) const {
     u = uv.select(3, 0);
     v = uv.select(3, 1);
   }
-  // Chroma by replication: [n, ch, cw] -> [n, h, w].
-  const auto upsample = [&](const at::Tensor& c) {
-    return c.repeat_interleave(2, 1).repeat_interleave(2, 2).narrow(1, 0, h).narrow(2, 0, w);
-  };
+  // Chroma interpolated at its siting: [n, 2, ch, cw] -> [n, 2, h, w].
+  const at::Tensor chroma = upsample_chroma(at::stack({u, v}, 1).to(at::kFloat), h, w, yuv_.site);
   const Coefficients k = coefficients(yuv_.matrix);
   const Range r = range_of(yuv_.full_range);
   const double kg = 1.0 - k.kr - k.kb;
   const at::Tensor ey = (y.to(at::kFloat) - r.y_offset) / r.y_scale;
-  const at::Tensor ecb = (upsample(u).to(at::kFloat) - r.c_offset) / r.c_scale;
-  const at::Tensor ecr = (upsample(v).to(at::kFloat) - r.c_offset) / r.c_scale;
+  const at::Tensor ecb = (chroma.select(1, 0) - r.c_offset) / r.c_scale;
+  const at::Tensor ecr = (chroma.select(1, 1) - r.c_offset) / r.c_scale;
   const at::Tensor red = ey + (2.0 * (1.0 - k.kr)) * ecr;
   const at::Tensor blue = ey + (2.0 * (1.0 - k.kb)) * ecb;
   const at::Tensor green = ey - (2.0 * k.kb * (1.0 - k.kb) / kg) * ecb - (2.0 * k.kr * (1.0 - k.kr) / kg) * ecr;
@@ -190,11 +251,9 @@ at::Tensor FrameConverter::from_rgb(const at::Tensor& rgb) const {
   const at::Tensor f = x.to(at::kFloat) / 255.0;  // [n, h, w, 3]
   const at::Tensor red = f.select(3, 0), green = f.select(3, 1), blue = f.select(3, 2);
   const at::Tensor ey = k.kr * red + kg * green + k.kb * blue;
-  // E'cb, E'cr at full resolution, then the 2x2 box average over the pixels that exist (ceil mode divides
-  // an edge window by the number of its pixels inside the frame).
+  // E'cb, E'cr at full resolution [n, 2, h, w], then filtered down to the chroma grid at the siting.
   const at::Tensor chroma = at::stack({(blue - ey) / (2.0 * (1.0 - k.kb)), (red - ey) / (2.0 * (1.0 - k.kr))}, 1);
-  const at::Tensor pooled = at::avg_pool2d(chroma, {2, 2}, {2, 2}, {0, 0}, /*ceil_mode=*/true,
-                                           /*count_include_pad=*/false);  // [n, 2, ch, cw]
+  const at::Tensor pooled = downsample_chroma(chroma, yuv_.site);  // [n, 2, ch, cw]
   const at::Tensor y = to_u8(ey * r.y_scale + r.y_offset).view({n, layout_.row_bytes[0] * layout_.rows[0]});
   const at::Tensor c = to_u8(pooled * r.c_scale + r.c_offset);
   if (format_ == PixelFormat::I420) return at::cat({y, c.select(1, 0).reshape({n, -1}), c.select(1, 1).reshape({n, -1})}, 1);

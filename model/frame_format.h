@@ -18,10 +18,37 @@ enum class PixelFormat { RGB, RGBx, BGRx, RGBA, BGRA, I420, NV12 };
 
 // Y'CbCr matrix and range of I420/NV12 frames (ignored for RGB formats).
 enum class YuvMatrix { BT601, BT709, BT2020 };
+
+// Where the subsampled chroma samples of I420/NV12 sit on the luma grid, along one axis: chroma sample j
+// at luma position 2j (Cosited, with the first luma sample of its pair) or 2j + 0.5 (Centred, between the
+// two luma samples of its pair).
+enum class ChromaSiting { Centred, Cosited };
+struct ChromaSite {
+  ChromaSiting horizontal = ChromaSiting::Centred;
+  ChromaSiting vertical = ChromaSiting::Centred;
+};
+// The sitings GStreamer names: "jpeg" (and "none"), "mpeg2" (H.264/HEVC/MPEG-2 4:2:0), "cosited".
+inline constexpr ChromaSite kChromaSiteJpeg{ChromaSiting::Centred, ChromaSiting::Centred};
+inline constexpr ChromaSite kChromaSiteMpeg2{ChromaSiting::Cosited, ChromaSiting::Centred};
+inline constexpr ChromaSite kChromaSiteCosited{ChromaSiting::Cosited, ChromaSiting::Cosited};
+
 struct YuvSpec {
   YuvMatrix matrix = YuvMatrix::BT709;
   bool full_range = false;
+  ChromaSite site = kChromaSiteJpeg;
 };
+
+// Chroma resampling between the chroma grid and the luma grid of a frame, per axis after `site`, in the
+// tensor's dtype and on its device (floating point). Along each axis, with c the chroma samples and x the
+// luma-grid samples, indices clamped to the frame (an odd size's last chroma sample covers one luma sample):
+//   upsampling, Centred: x[2j] = 0.75 c[j] + 0.25 c[j-1], x[2j+1] = 0.75 c[j] + 0.25 c[j+1]
+//               Cosited: x[2j] = c[j],                    x[2j+1] = (c[j] + c[j+1]) / 2
+//   downsampling, Centred: c[j] = (x[2j] + x[2j+1]) / 2 (x[2j] alone at an odd size's end)
+//                 Cosited: c[j] = (x[2j-1] + 2 x[2j] + x[2j+1]) / 4
+// chroma: float [..., ceil(height/2), ceil(width/2)] -> [..., height, width].
+at::Tensor upsample_chroma(const at::Tensor& chroma, int64_t height, int64_t width, ChromaSite site);
+// plane: float [..., height, width] -> [..., ceil(height/2), ceil(width/2)].
+at::Tensor downsample_chroma(const at::Tensor& plane, ChromaSite site);
 
 struct PlaneLayout {
   int planes = 1;
@@ -41,10 +68,12 @@ class FrameConverter {
   PixelFormat format() const { return format_; }
 
   // packed: uint8 [n, layout().size] (any device) -> RGB uint8 [n, height, width, 3] on the device.
-  // Chroma is upsampled by replication; alpha/padding bytes are ignored.
+  // Chroma is interpolated to the luma grid at the spec's siting (upsample_chroma); alpha/padding bytes
+  // are ignored.
   at::Tensor to_rgb(const at::Tensor& packed) const;
   // rgb: uint8 [n, height, width, 3] (the converter's device) -> packed uint8 [n, layout().size] on the
-  // device. Chroma is the 2x2 box average (edge pixels averaged over what exists); alpha/x bytes are 255.
+  // device. Chroma is filtered at the spec's siting (downsample_chroma: the 2x2 box for Centred both
+  // ways); alpha/x bytes are 255 (opaque).
   at::Tensor from_rgb(const at::Tensor& rgb) const;
 
  private:

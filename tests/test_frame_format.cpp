@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // Unit tests of frame_format: plane layouts, RGB-family packing, Y'CbCr conversion (matrices, ranges,
-// chroma averaging) against hand-computed values, and input checks.
+// chroma averaging), chroma siting (resampling both ways at centred and co-sited positions) against
+// hand-computed values and analytic ramps, and input checks.
 #include "error.h"
 #include "frame_format.h"
 
@@ -27,8 +28,9 @@ at::Tensor random_rgb(int64_t n, int64_t h, int64_t w, uint64_t seed) {
 
 // A smooth picture: slow gradients and a low-frequency wave (at most ~0.4 levels per pixel per channel),
 // values well inside [0, 255]. With `blocky`, each 2x2 block (the chroma sampling grid) is constant, so
-// that chroma subsampling loses nothing and only 8-bit quantization remains; that error is bounded by
-// 0.5 * 255/219 (luma) + 0.5 * 255/224 * 2(1 - Kb) (chroma) + 0.5 (final rounding) < 2 levels.
+// that centred box subsampling loses nothing; the interpolation back (and co-sited filtering) mixes in at
+// most a quarter of the next block's chroma (~0.2 levels here), and 8-bit quantization adds at most
+// 0.5 * 255/219 (luma) + 0.5 * 255/224 * 2(1 - Kb) (chroma) + 0.5 (final rounding): < 2 levels in all.
 at::Tensor smooth_rgb(int64_t n, int64_t h, int64_t w, bool blocky) {
   auto yy = at::arange(h, at::kFloat).view({1, h, 1});
   auto xx = at::arange(w, at::kFloat).view({1, 1, w});
@@ -53,6 +55,14 @@ at::Tensor solid(int r, int g, int b) {
   t.select(3, 1).fill_(g);
   t.select(3, 2).fill_(b);
   return t;
+}
+
+const std::vector<ChromaSite> kSites = {kChromaSiteJpeg, kChromaSiteMpeg2, kChromaSiteCosited,
+                                        {ChromaSiting::Centred, ChromaSiting::Cosited}};
+
+std::string site_name(const ChromaSite& s) {
+  const auto axis = [](ChromaSiting a) { return a == ChromaSiting::Cosited ? "cosited" : "centred"; };
+  return std::string("h-") + axis(s.horizontal) + "/v-" + axis(s.vertical);
 }
 
 struct Yuv {
@@ -157,17 +167,20 @@ TEST(FrameConverter, YuvRoundTripsWithinTwoLevelsOnSmoothImages) {
   for (auto f : {PixelFormat::I420, PixelFormat::NV12}) {
     for (auto m : {YuvMatrix::BT601, YuvMatrix::BT709, YuvMatrix::BT2020}) {
       for (bool full : {false, true}) {
-        FrameConverter c(f, 71, 47, {m, full}, kCpu);
-        const std::string what = "format " + std::to_string(static_cast<int>(f)) + " matrix " +
-                                 std::to_string(static_cast<int>(m)) + " full " + std::to_string(full);
-        auto diff = [&](const at::Tensor& rgb) {
-          return (c.to_rgb(c.from_rgb(rgb)).to(at::kInt) - rgb.to(at::kInt)).abs().to(at::kFloat);
-        };
-        EXPECT_LE(diff(blocky).max().item<float>(), 2.0f) << what;
-        // Chroma varying inside the 2x2 blocks adds a little; on average the round trip stays close.
-        auto d = diff(smooth);
-        EXPECT_LE(d.max().item<float>(), 3.0f) << what;
-        EXPECT_LT(d.mean().item<float>(), 0.75f) << what;
+        for (const ChromaSite& site : kSites) {
+          FrameConverter c(f, 71, 47, {m, full, site}, kCpu);
+          const std::string what = "format " + std::to_string(static_cast<int>(f)) + " matrix " +
+                                   std::to_string(static_cast<int>(m)) + " full " + std::to_string(full) +
+                                   " site " + site_name(site);
+          auto diff = [&](const at::Tensor& rgb) {
+            return (c.to_rgb(c.from_rgb(rgb)).to(at::kInt) - rgb.to(at::kInt)).abs().to(at::kFloat);
+          };
+          EXPECT_LE(diff(blocky).max().item<float>(), 2.0f) << what;
+          // Chroma varying inside the 2x2 blocks adds a little; on average the round trip stays close.
+          auto d = diff(smooth);
+          EXPECT_LE(d.max().item<float>(), 3.0f) << what;
+          EXPECT_LT(d.mean().item<float>(), 0.75f) << what;
+        }
       }
     }
   }
@@ -337,4 +350,233 @@ TEST(FrameConverter, AllFormatsProduceTheLayoutSize) {
     EXPECT_EQ(packed.size(1), plane_layout(f, 7, 11).size);
     EXPECT_EQ(c.to_rgb(packed).sizes(), rgb.sizes());
   }
+}
+
+// ---- Chroma siting ----------------------------------------------------------------------------------
+
+namespace {
+
+// A float tensor [rows, cols] of the given values (row-major).
+at::Tensor grid(int64_t rows, int64_t cols, const std::vector<float>& values) {
+  EXPECT_EQ(static_cast<int64_t>(values.size()), rows * cols);
+  return at::tensor(values, at::kFloat).view({rows, cols});
+}
+at::Tensor row(const std::vector<float>& values) { return grid(1, static_cast<int64_t>(values.size()), values); }
+
+void expect_close(const at::Tensor& got, const at::Tensor& want, const std::string& what) {
+  ASSERT_EQ(got.sizes(), want.sizes()) << what;
+  EXPECT_TRUE(at::allclose(got, want, 0.0, 1e-5)) << what << "\ngot\n" << got << "\nwant\n" << want;
+}
+
+const ChromaSite kHCentred{ChromaSiting::Centred, ChromaSiting::Centred};
+const ChromaSite kHCosited{ChromaSiting::Cosited, ChromaSiting::Centred};
+const ChromaSite kVCosited{ChromaSiting::Centred, ChromaSiting::Cosited};
+
+}  // namespace
+
+TEST(ChromaSiting, GStreamerNamedSitingsAreCentredOrCositedPerAxis) {
+  EXPECT_EQ(kChromaSiteJpeg.horizontal, ChromaSiting::Centred);
+  EXPECT_EQ(kChromaSiteJpeg.vertical, ChromaSiting::Centred);
+  EXPECT_EQ(kChromaSiteMpeg2.horizontal, ChromaSiting::Cosited);
+  EXPECT_EQ(kChromaSiteMpeg2.vertical, ChromaSiting::Centred);
+  EXPECT_EQ(kChromaSiteCosited.horizontal, ChromaSiting::Cosited);
+  EXPECT_EQ(kChromaSiteCosited.vertical, ChromaSiting::Cosited);
+  const YuvSpec spec;  // the default: jpeg siting, as the conversions had before sitings existed
+  EXPECT_EQ(spec.site.horizontal, ChromaSiting::Centred);
+  EXPECT_EQ(spec.site.vertical, ChromaSiting::Centred);
+}
+
+TEST(ChromaSiting, CentredUpsamplingWeighsTheNearerSampleThreeQuartersWithClampedEdges) {
+  // c = [10, 20, 40] at luma positions 0.5, 2.5, 4.5: x = 2j gets 0.75 c[j] + 0.25 c[j-1], x = 2j+1 gets
+  // 0.75 c[j] + 0.25 c[j+1], with c[-1] = c[0] and c[3] = c[2].
+  const at::Tensor c = row({10, 20, 40});
+  expect_close(upsample_chroma(c, 1, 6, kHCentred), row({10, 12.5, 17.5, 25, 35, 40}), "width 6");
+  // Odd width: the last chroma sample covers luma column 4 alone.
+  expect_close(upsample_chroma(c, 1, 5, kHCentred), row({10, 12.5, 17.5, 25, 35}), "width 5");
+  // The same along the vertical axis.
+  expect_close(upsample_chroma(c.t(), 5, 1, kHCentred), row({10, 12.5, 17.5, 25, 35}).t(), "height 5");
+}
+
+TEST(ChromaSiting, CositedUpsamplingKeepsEachSampleAndAveragesBetweenThem) {
+  // c at luma positions 0, 2, 4: x = 2j gets c[j], x = 2j+1 gets (c[j] + c[j+1]) / 2, c[3] = c[2].
+  const at::Tensor c = row({10, 20, 40});
+  expect_close(upsample_chroma(c, 1, 6, kHCosited), row({10, 15, 20, 30, 40, 40}), "width 6");
+  expect_close(upsample_chroma(c, 1, 5, kHCosited), row({10, 15, 20, 30, 40}), "width 5");
+  expect_close(upsample_chroma(c.t(), 5, 1, kVCosited), row({10, 15, 20, 30, 40}).t(), "height 5");
+  // Horizontal co-siting leaves the vertical axis centred.
+  expect_close(upsample_chroma(c.t(), 5, 1, kHCosited), row({10, 12.5, 17.5, 25, 35}).t(), "mpeg2 vertical");
+}
+
+TEST(ChromaSiting, CentredDownsamplingIsThePairMean) {
+  const at::Tensor x6 = row({0, 4, 8, 12, 16, 20}), x5 = row({0, 4, 8, 12, 16});
+  expect_close(downsample_chroma(x6, kHCentred), row({2, 10, 18}), "width 6");
+  // Odd width: the last chroma sample is luma column 4 alone.
+  expect_close(downsample_chroma(x5, kHCentred), row({2, 10, 16}), "width 5");
+  expect_close(downsample_chroma(x5.t(), kHCentred), row({2, 10, 16}).t(), "height 5");
+}
+
+TEST(ChromaSiting, CositedDownsamplingIsA121FilterOnTheCositedLumaSample) {
+  // c[j] = (x[2j-1] + 2 x[2j] + x[2j+1]) / 4 with x[-1] = x[0] and x[w] = x[w-1].
+  const at::Tensor x6 = row({0, 4, 8, 12, 16, 20}), x5 = row({0, 4, 8, 12, 16});
+  expect_close(downsample_chroma(x6, kHCosited), row({1, 8, 16}), "width 6");  // (0+0+4)/4, (4+16+12)/4, ...
+  expect_close(downsample_chroma(x5, kHCosited), row({1, 8, 15}), "width 5");  // (12 + 32 + 16) / 4
+  expect_close(downsample_chroma(x5.t(), kVCosited), row({1, 8, 15}).t(), "height 5");
+  expect_close(downsample_chroma(x5.t(), kHCosited), row({2, 10, 16}).t(), "mpeg2 vertical");
+}
+
+TEST(ChromaSiting, Mpeg2SitingResamplesEachAxisOnItsOwn) {
+  // A separable picture a[y] + b[x] resamples to (a resampled vertically) + (b resampled horizontally),
+  // since every filter's weights sum to 1: vertical centred, horizontal co-sited.
+  const std::vector<float> a = {0, 100}, b = {10, 20, 40};
+  const at::Tensor c = grid(2, 1, a) + grid(1, 3, b);  // [2, 3] chroma of a 3x5 frame
+  const at::Tensor up_a = grid(3, 1, {0, 25, 75});     // centred: 0, 0.75*0 + 0.25*100, 0.75*100 + 0.25*0
+  const at::Tensor up_b = row({10, 15, 20, 30, 40});   // co-sited
+  expect_close(upsample_chroma(c, 3, 5, kChromaSiteMpeg2), up_a + up_b, "upsampling");
+
+  const at::Tensor x = grid(3, 1, {0, 8, 30}) + row({0, 4, 8, 12, 16});  // a 3x5 plane
+  const at::Tensor down_a = grid(2, 1, {4, 30});                          // centred: pair means, 30 alone
+  const at::Tensor down_b = row({1, 8, 15});                              // co-sited [1, 2, 1] / 4
+  expect_close(downsample_chroma(x, kChromaSiteMpeg2), down_a + down_b, "downsampling");
+}
+
+TEST(ChromaSiting, RampsResampleToTheirValuesAtTheSitedPositions) {
+  for (int64_t w : {12, 13}) {
+    const int64_t m = (w + 1) / 2;
+    // Upsampling the chroma ramp c[j] = j gives, at luma column x, the chroma position of x (x/2 - 1/4
+    // centred, x/2 co-sited), clamped to the span of the chroma samples [0, m - 1].
+    const at::Tensor xs = at::arange(w, at::kFloat).view({1, w});
+    const at::Tensor ramp = at::arange(m, at::kFloat).view({1, m});
+    expect_close(upsample_chroma(ramp, 1, w, kHCentred), (xs / 2 - 0.25).clamp(0, m - 1),
+                 "centred up, width " + std::to_string(w));
+    expect_close(upsample_chroma(ramp, 1, w, kHCosited), (xs / 2).clamp(0, m - 1),
+                 "co-sited up, width " + std::to_string(w));
+    // Downsampling the luma ramp x gives the luma position of each chroma sample: 2j + 1/2 centred, 2j
+    // co-sited; away from the edges, where the clamped neighbour bends the ramp.
+    const at::Tensor centred = downsample_chroma(xs, kHCentred), cosited = downsample_chroma(xs, kHCosited);
+    const at::Tensor js = at::arange(m, at::kFloat).view({1, m});
+    expect_close(centred.narrow(1, 0, w / 2), (2 * js + 0.5).narrow(1, 0, w / 2), "centred down");
+    expect_close(cosited.narrow(1, 1, w / 2 - 1), (2 * js).narrow(1, 1, w / 2 - 1), "co-sited down");
+    EXPECT_FLOAT_EQ(cosited[0][0].item<float>(), 0.25f);  // (0 + 2 * 0 + 1) / 4
+    if (w % 2 == 1) {
+      EXPECT_FLOAT_EQ(centred[0][m - 1].item<float>(), static_cast<float>(w - 1));  // column w - 1 alone
+      EXPECT_FLOAT_EQ(cosited[0][m - 1].item<float>(), (4.0f * w - 5) / 4);         // (w-2 + 3 (w-1)) / 4
+    }
+  }
+}
+
+TEST(ChromaSiting, LinearChromaRoundTripsExactlyAwayFromTheEdgesAtEverySiting) {
+  // f = 3x + 5y on an 11x14 frame: downsampled and upsampled at the same siting, the interior comes back.
+  const int64_t h = 11, w = 14;
+  const at::Tensor f = 3 * at::arange(w, at::kFloat).view({1, w}) + 5 * at::arange(h, at::kFloat).view({h, 1});
+  for (const ChromaSite& site : kSites) {
+    const at::Tensor back = upsample_chroma(downsample_chroma(f, site), h, w, site);
+    expect_close(back.narrow(0, 2, h - 4).narrow(1, 2, w - 4), f.narrow(0, 2, h - 4).narrow(1, 2, w - 4),
+                 site_name(site));
+  }
+}
+
+TEST(ChromaSiting, MismatchedSitingsShiftTheChromaByHalfALumaSample) {
+  // Co-sited chroma read as centred (mpeg2 content taken for jpeg) lands half a luma sample to the right:
+  // the ramp 3x comes back as 3(x - 1/2). This is the error that ignoring chroma-site made.
+  const int64_t w = 14;
+  const at::Tensor f = 3 * at::arange(w, at::kFloat).view({1, w});
+  const at::Tensor back = upsample_chroma(downsample_chroma(f, kChromaSiteMpeg2), 1, w, kChromaSiteJpeg);
+  // Columns 0..2 and 13 see the clamped edges.
+  expect_close(back.narrow(1, 3, w - 4), (f - 1.5).narrow(1, 3, w - 4), "mpeg2 read as jpeg");
+}
+
+TEST(ChromaSiting, OneSampleFramesResampleToThemselves) {
+  const at::Tensor one = row({42});
+  for (const ChromaSite& site : kSites) {
+    expect_close(upsample_chroma(one, 1, 1, site), one, "up " + site_name(site));
+    expect_close(downsample_chroma(one, site), one, "down " + site_name(site));
+    expect_close(upsample_chroma(one, 2, 2, site), grid(2, 2, {42, 42, 42, 42}), "up 2x2 " + site_name(site));
+  }
+}
+
+TEST(ChromaSiting, ResamplingKeepsLeadingDimensions) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(uint64_t{4});
+  const at::Tensor c = at::rand({3, 2, 4, 5}, gen);
+  const at::Tensor up = upsample_chroma(c, 7, 9, kChromaSiteMpeg2);
+  ASSERT_EQ(up.sizes(), (at::IntArrayRef{3, 2, 7, 9}));
+  for (int64_t i = 0; i < 3; ++i)
+    expect_close(up[i][1], upsample_chroma(c[i][1], 7, 9, kChromaSiteMpeg2), "frame " + std::to_string(i));
+  EXPECT_EQ(downsample_chroma(up, kChromaSiteCosited).sizes(), (at::IntArrayRef{3, 2, 4, 5}));
+}
+
+TEST(ChromaSiting, BadShapesAndDtypesThrowError) {
+  EXPECT_THROW(upsample_chroma(at::zeros({2, 3}), 4, 7, kChromaSiteJpeg), Error);  // 7 wide needs 4 columns
+  EXPECT_THROW(upsample_chroma(at::zeros({2, 4}, at::kByte), 4, 7, kChromaSiteJpeg), Error);
+  EXPECT_THROW(upsample_chroma(at::zeros({4}), 1, 7, kChromaSiteJpeg), Error);
+  EXPECT_THROW(upsample_chroma(at::zeros({1, 1}), 0, 1, kChromaSiteJpeg), Error);
+  EXPECT_THROW(downsample_chroma(at::zeros({4, 0}), kChromaSiteJpeg), Error);
+  EXPECT_THROW(downsample_chroma(at::zeros({4, 4}, at::kInt), kChromaSiteJpeg), Error);
+  EXPECT_THROW(downsample_chroma(at::Tensor(), kChromaSiteJpeg), Error);
+  try {
+    upsample_chroma(at::zeros({2, 3}), 4, 7, kChromaSiteJpeg);
+    FAIL() << "no exception";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), Error::Kind::BadInput);
+    EXPECT_NE(std::string(e.what()).find("[2, 3]"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("[..., 2, 4]"), std::string::npos) << e.what();
+  }
+}
+
+TEST(FrameConverter, FromRgbSitesChromaWhereTheSpecSays) {
+  // Full range with R = G: Cb = 128 + (B - R) / 2 for every matrix. B = 20 + 8x with R = G = 100 gives
+  // Cb = 88 + 4x on the luma grid: 88 + 8j co-sited, but clamped at the edges (j = 0: (88 + 2 * 88 + 92) / 4
+  // = 89; j = 4: (116 + 2 * 120 + 120) / 4 = 119), 90 + 8j centred (the last column of an odd width alone:
+  // 88 + 4 (w - 1) = 120).
+  const int64_t w = 9, h = 2, cw = 5;
+  auto rgb = at::full({1, h, w, 3}, 100, at::kFloat);
+  rgb.select(3, 2).copy_((20 + 8 * at::arange(w, at::kFloat)).view({1, 1, w}).expand({1, h, w}));
+  const at::Tensor frame = rgb.to(at::kByte);
+  const auto cb_row = [&](ChromaSite site) {
+    FrameConverter c(PixelFormat::I420, w, h, {YuvMatrix::BT601, true, site}, kCpu);
+    return c.from_rgb(frame)[0].narrow(0, c.layout().offset[1], cw).to(at::kInt);
+  };
+  const at::Tensor jpeg = cb_row(kChromaSiteJpeg), mpeg2 = cb_row(kChromaSiteMpeg2);
+  EXPECT_TRUE(at::equal(jpeg, at::tensor({90, 98, 106, 114, 120}, at::kInt))) << jpeg;
+  EXPECT_TRUE(at::equal(mpeg2, at::tensor({89, 96, 104, 112, 119}, at::kInt))) << mpeg2;
+  // The vertical siting has no effect on a picture that is constant down the columns.
+  EXPECT_TRUE(at::equal(cb_row(kChromaSiteCosited), mpeg2));
+
+  // The same ramp down the rows (B = 20 + 8y, 2x7 frame): only the vertical siting matters; the last
+  // chroma row is row 6 alone (112) centred, (108 + 2 * 112 + 112) / 4 = 111 co-sited.
+  const int64_t rows = 7;
+  auto tall = at::full({1, rows, 2, 3}, 100, at::kFloat);
+  tall.select(3, 2).copy_((20 + 8 * at::arange(rows, at::kFloat)).view({1, rows, 1}).expand({1, rows, 2}));
+  const auto cb_column = [&](ChromaSite site) {
+    FrameConverter c(PixelFormat::NV12, 2, rows, {YuvMatrix::BT709, true, site}, kCpu);
+    return c.from_rgb(tall.to(at::kByte))[0].narrow(0, c.layout().offset[1], 8).view({4, 2}).select(1, 0).to(at::kInt);
+  };
+  EXPECT_TRUE(at::equal(cb_column(kChromaSiteMpeg2), at::tensor({90, 98, 106, 112}, at::kInt)));
+  EXPECT_TRUE(at::equal(cb_column(kChromaSiteCosited), at::tensor({89, 96, 104, 111}, at::kInt)));
+}
+
+TEST(FrameConverter, ToRgbInterpolatesChromaWhereTheSpecSays) {
+  // I420 full range BT.709, Y = 100, Cr = 128 (so R = Y), Cb[j] = 100 + 8j across 5 chroma columns of a
+  // 9x2 frame. At luma column x the chroma is 100 + 8 p, p = clamp(x/2 - 1/4) centred, clamp(x/2)
+  // co-sited (clamped to [0, 4]); then B = Y + 2 (1 - Kb) (Cb - 128) before rounding.
+  const int64_t w = 9, h = 2, cw = 5;
+  const auto decode = [&](ChromaSite site) {
+    FrameConverter c(PixelFormat::I420, w, h, {YuvMatrix::BT709, true, site}, kCpu);
+    auto packed = at::full({1, c.layout().size}, 128, at::kByte);
+    packed.narrow(1, 0, w * h).fill_(100);
+    packed.narrow(1, c.layout().offset[1], cw).copy_((100 + 8 * at::arange(cw)).to(at::kByte).view({1, cw}));
+    return c.to_rgb(packed)[0].to(at::kInt);  // [h, w, 3]
+  };
+  for (const ChromaSite& site : {kChromaSiteJpeg, kChromaSiteMpeg2}) {
+    const at::Tensor rgb = decode(site);
+    const double shift = site.horizontal == ChromaSiting::Centred ? 0.25 : 0.0;
+    for (int64_t x = 0; x < w; ++x) {
+      const double p = std::min(std::max(x / 2.0 - shift, 0.0), 4.0);
+      const double blue = 100 + 2 * (1 - 0.0722) * (100 + 8 * p - 128);
+      for (int64_t y = 0; y < h; ++y) {
+        EXPECT_NEAR(rgb[y][x][2].item<int>(), blue, 0.501) << site_name(site) << " x " << x << " y " << y;
+        EXPECT_EQ(rgb[y][x][0].item<int>(), 100) << site_name(site) << " x " << x;
+      }
+    }
+  }
+  EXPECT_FALSE(at::equal(decode(kChromaSiteJpeg), decode(kChromaSiteMpeg2)));
 }

@@ -18,6 +18,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <mutex>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -28,6 +33,7 @@ using namespace flashvsr::check;
 namespace {
 
 const char* kRgb32x24 = "video/x-raw,format=RGB,width=32,height=24,framerate=25/1";
+const char* kRgb64x48 = "video/x-raw,format=RGB,width=64,height=48,framerate=25/1";
 
 // The project keeps to POSIX file calls (see model/file_util.h: std::filesystem from the LibTorch wheel
 // can bind in and crash).
@@ -418,6 +424,35 @@ TEST_P(Formats, SrcFormatConvertsLikeTheFrameConverter) {
   expect_equal_frames(packed_frames(out_info, out), conv.from_rgb(engine_upscale(frames, {})), downstream);
 }
 
+// The chroma siting of the caps reaches the conversion both ways, also without a colorimetry field (which
+// GStreamer 1.22 would replace by the default for the height): MPEG-2-sited I420 in and out equals the
+// FrameConverter with MPEG-2 siting and differs from reading it as centred (JPEG); DV siting is refused.
+TEST(Caps, ChromaSiteOfTheCapsIsHonouredInAndOutAndAlternateLineSitingIsRefused) {
+  const YuvSpec mpeg2{YuvMatrix::BT601, false, kChromaSiteMpeg2};
+  const YuvSpec jpeg{YuvMatrix::BT601, false, kChromaSiteJpeg};
+  FrameConverter in_mpeg2(PixelFormat::I420, 32, 24, mpeg2, at::kCPU), in_jpeg(PixelFormat::I420, 32, 24, jpeg, at::kCPU);
+  const at::Tensor packed = in_mpeg2.from_rgb(random_frames(2, 24, 32, 33));
+  ASSERT_FALSE(at::equal(in_mpeg2.to_rgb(packed), in_jpeg.to_rgb(packed))) << "the sitings must differ on this data";
+
+  const std::string caps = "video/x-raw,format=I420,width=32,height=24,framerate=25/1,chroma-site=mpeg2";
+  Harness run(element_line());
+  run.set_caps(caps, "video/x-raw,format=I420");
+  ASSERT_EQ(run.push_packed(packed), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  ASSERT_EQ(out.size(), 2u);
+  const GstVideoInfo out_info = run.output_info();
+  EXPECT_EQ(GST_VIDEO_INFO_CHROMA_SITE(&out_info), GST_VIDEO_CHROMA_SITE_MPEG2) << "siting carried to the output";
+  FrameConverter out_mpeg2(PixelFormat::I420, 128, 96, mpeg2, at::kCPU);
+  expect_equal_frames(packed_frames(out_info, out), out_mpeg2.from_rgb(engine_upscale(in_mpeg2.to_rgb(packed), {})),
+                      caps);
+
+  Harness dv(element_line());
+  gst_harness_set_src_caps_str(dv.h(), "video/x-raw,format=I420,width=32,height=24,framerate=25/1,chroma-site=dv");
+  GstBuffer* b = gst_buffer_new_allocate(nullptr, 32 * 24 * 3 / 2, nullptr);
+  EXPECT_EQ(gst_harness_push(dv.h(), b), GST_FLOW_NOT_NEGOTIATED);
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, Formats,
                          ::testing::Values(FormatCase{"RGB", ""}, FormatCase{"RGBx", ""}, FormatCase{"BGRx", ""},
                                            FormatCase{"RGBA", ""}, FormatCase{"BGRA", ""},
@@ -537,6 +572,42 @@ TEST(Events, NewSegmentAfterDataDrainsAndStreamStartDrains) {
   for (auto* b : out) gst_buffer_unref(b);
 }
 
+// A stream error (here an input buffer smaller than its caps say) frees the stream; the next stream of the
+// same caps starts cleanly on STREAM_START, or on a new SEGMENT, without new caps.
+TEST(Events, StreamStartOrSegmentAfterAFailedStreamStartsCleanlyWithTheSameCaps) {
+  for (const bool by_stream_start : {true, false}) {
+    SCOPED_TRACE(by_stream_start ? "stream-start" : "segment");
+    Harness run(element_line());
+    GstBus* bus = run.bus();
+    run.set_caps(kRgb32x24);
+    ASSERT_EQ(run.push_rgb(random_frames(2, 24, 32, 73)), GST_FLOW_OK);
+    GstBuffer* truncated = gst_buffer_new_allocate(nullptr, 32 * 24 * 3 / 2, nullptr);
+    GST_BUFFER_PTS(truncated) = 2 * 40 * GST_MSECOND;
+    EXPECT_EQ(gst_harness_push(run.h(), truncated), GST_FLOW_ERROR);
+    GstMessage* err = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+    ASSERT_NE(err, nullptr) << "the failure is reported";
+    gst_message_unref(err);
+    EXPECT_EQ(run.push_rgb(random_frames(1, 24, 32, 74), 3), GST_FLOW_NOT_NEGOTIATED) << "failed stream refuses";
+    for (auto* b : run.pull_all()) gst_buffer_unref(b);
+
+    if (by_stream_start) {
+      ASSERT_TRUE(gst_harness_push_event(run.h(), gst_event_new_stream_start("after-failure")));
+    } else {
+      GstSegment segment;
+      gst_segment_init(&segment, GST_FORMAT_TIME);
+      ASSERT_TRUE(gst_harness_push_event(run.h(), gst_event_new_segment(&segment)));
+    }
+    const at::Tensor frames = random_frames(5, 24, 32, 75);
+    ASSERT_EQ(run.push_rgb(frames), GST_FLOW_OK);
+    ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+    auto out = run.pull_all();
+    ASSERT_EQ(out.size(), 5u);
+    EXPECT_TRUE(GST_BUFFER_FLAG_IS_SET(out[0], GST_BUFFER_FLAG_DISCONT));
+    EXPECT_EQ(gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR), nullptr) << "no further error";
+    expect_equal_frames(rgb_of(run.output_info(), out), engine_upscale(frames, {}), "stream after the failure");
+  }
+}
+
 namespace {
 
 GstPadProbeReturn record_flow(GstPad*, GstPadProbeInfo* info, gpointer data) {
@@ -626,36 +697,109 @@ void query_latency(GstHarness* h, gboolean* live, GstClockTime* min, GstClockTim
 
 }  // namespace
 
-TEST(Latency, ReportsTwentyFourFramesPlusTheMeanChunkTime) {
+// On a live upstream (the harness answers live), the first LATENCY answer already covers the stream's
+// first chunk: its processing part is compared with the test's own clock around the push that runs it.
+TEST(Latency, LiveUpstreamLatencyCoversTheFirstChunkFromTheFirstQuery) {
   Harness run(element_line());
-  GstBus* bus = run.bus();
   gst_harness_set_upstream_latency(run.h(), 10 * GST_MSECOND);
-  run.set_caps(kRgb32x24);
+  run.set_caps(kRgb64x48);
+  const GstClockTime look_ahead = 24 * 40 * GST_MSECOND;
 
   gboolean live = FALSE;
   GstClockTime min = 0, max = 0;
   query_latency(run.h(), &live, &min, &max);
-  EXPECT_EQ(min, 10 * GST_MSECOND + 24 * 40 * GST_MSECOND) << "before any chunk: look-ahead only";
+  ASSERT_GT(min, 10 * GST_MSECOND + look_ahead) << "a processing estimate before any chunk ran";
+  const double estimate_ms = static_cast<double>(min - 10 * GST_MSECOND - look_ahead) / GST_MSECOND;
 
-  while (GstMessage* m = gst_bus_pop(bus)) gst_message_unref(m);
-  ASSERT_EQ(run.push_rgb(random_frames(25, 24, 32, 101)), GST_FLOW_OK);
-  GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_LATENCY);
-  EXPECT_NE(msg, nullptr) << "a LATENCY message once the processing time is known";
-  if (msg) gst_message_unref(msg);
+  const at::Tensor frames = random_frames(25, 48, 64, 101);
+  ASSERT_EQ(run.push_rgb(frames.narrow(0, 0, 24)), GST_FLOW_OK);
+  EXPECT_EQ(gst_harness_buffers_in_queue(run.h()), 0u);
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(run.push_rgb(frames.narrow(0, 24, 1), 24), GST_FLOW_OK);  // runs the first chunk
+  const double first_chunk_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(gst_harness_buffers_in_queue(run.h()), 21u);
+  // The estimate is the same work timed on a scratch stream: within scheduling noise of the real one.
+  EXPECT_GE(estimate_ms, 0.7 * first_chunk_ms) << "estimate " << estimate_ms << " ms, first chunk " << first_chunk_ms;
+  EXPECT_LE(estimate_ms, 4.0 * first_chunk_ms + 200.0) << "estimate " << estimate_ms << " ms, first chunk " << first_chunk_ms;
 
-  gdouble mean_ms = 0;
-  g_object_get(run.element(), "mean-chunk-ms", &mean_ms, nullptr);
-  EXPECT_GT(mean_ms, 0.0);
+  // Afterwards the answer holds the measured first chunk (the element's own timing lies inside the push).
   query_latency(run.h(), &live, &min, &max);
-  const GstClockTime processing = static_cast<GstClockTime>(mean_ms * GST_MSECOND);
-  const GstClockTime expected = 10 * GST_MSECOND + 24 * 40 * GST_MSECOND + processing;
-  EXPECT_LE(min > expected ? min - expected : expected - min, GST_USECOND) << min;
+  const double processing_ms = static_cast<double>(min - 10 * GST_MSECOND - look_ahead) / GST_MSECOND;
+  EXPECT_GE(processing_ms, 0.8 * first_chunk_ms) << processing_ms;
+  EXPECT_LE(processing_ms, first_chunk_ms + 1.0) << processing_ms;
   if (GST_CLOCK_TIME_IS_VALID(max)) {
     EXPECT_GE(max, min);
   }
 
-  auto out = run.pull_all();
-  for (auto* b : out) gst_buffer_unref(b);
+  // Steady chunks are faster than the first, but a restarted stream (flush, new segment) runs a first chunk
+  // again: the answer keeps covering it instead of falling to the mean chunk time.
+  ASSERT_EQ(run.push_rgb(random_frames(6 * 8, 48, 64, 102), 25), GST_FLOW_OK);
+  EXPECT_EQ(gst_harness_buffers_in_queue(run.h()), 21u + 6 * 8);
+  query_latency(run.h(), &live, &min, &max);
+  const double after_steady_ms = static_cast<double>(min - 10 * GST_MSECOND - look_ahead) / GST_MSECOND;
+  EXPECT_GE(after_steady_ms, 0.8 * first_chunk_ms) << after_steady_ms;
+  for (auto* b : run.pull_all()) gst_buffer_unref(b);
+}
+
+namespace {
+
+struct Rendered {
+  std::mutex lock;
+  std::vector<int64_t> frames;  // buffer offsets: videotestsrc numbers its frames from 0
+};
+
+GstFlowReturn on_new_sample(GstElement* sink, gpointer data) {
+  auto* r = static_cast<Rendered*>(data);
+  GstSample* sample = nullptr;
+  g_signal_emit_by_name(sink, "pull-sample", &sample);
+  if (!sample) return GST_FLOW_ERROR;
+  std::lock_guard<std::mutex> guard(r->lock);
+  r->frames.push_back(static_cast<int64_t>(GST_BUFFER_OFFSET(gst_sample_get_buffer(sample))));
+  gst_sample_unref(sample);
+  return GST_FLOW_OK;
+}
+
+}  // namespace
+
+// A live source into a clock-synchronised sink that drops frames later than 20 ms: with the first chunk
+// covered by the latency from the start, every frame of the first chunk (0-20) is rendered.
+TEST(Latency, LiveSourceIntoSyncedSinkRendersEveryFrameOfTheFirstChunk) {
+  const std::string line = "videotestsrc is-live=true num-buffers=33 pattern=ball ! "
+                           "video/x-raw,format=RGB,width=64,height=48,framerate=25/1 ! " + element_line() +
+                           " ! appsink name=sink sync=true max-lateness=20000000 emit-signals=true";
+  GError* error = nullptr;
+  GstElement* pipeline = gst_parse_launch(line.c_str(), &error);
+  ASSERT_NE(pipeline, nullptr) << (error ? error->message : line);
+  GstElement* sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
+  Rendered rendered;
+  g_signal_connect(sink, "new-sample", G_CALLBACK(on_new_sample), &rendered);
+  GstBus* bus = gst_element_get_bus(pipeline);
+  ASSERT_NE(gst_element_set_state(pipeline, GST_STATE_PLAYING), GST_STATE_CHANGE_FAILURE);
+  std::string result;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (result.empty()) {
+    GstMessage* msg = gst_bus_timed_pop_filtered(
+        bus, 100 * GST_MSECOND,
+        static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR | GST_MESSAGE_LATENCY));
+    if (std::chrono::steady_clock::now() > deadline) result = "timeout";
+    if (!msg) continue;
+    if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_LATENCY) gst_bin_recalculate_latency(GST_BIN(pipeline));  // as gst-launch
+    if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS) result = "eos";
+    if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) result = "error: " + error_text(msg);
+    gst_message_unref(msg);
+  }
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(bus);
+  gst_object_unref(sink);
+  gst_object_unref(pipeline);
+  EXPECT_EQ(result, "eos");
+  const std::vector<int64_t>& frames = rendered.frames;
+  std::string missing, later;
+  for (int64_t i = 0; i < 33; ++i)
+    if (std::find(frames.begin(), frames.end(), i) == frames.end()) (i <= 20 ? missing : later) += " " + std::to_string(i);
+  EXPECT_TRUE(missing.empty()) << "frames of the first chunk dropped as late:" << missing;
+  std::printf("live pipeline: %zu of 33 frames rendered; later frames dropped:%s\n", frames.size(),
+              later.empty() ? " none" : later.c_str());
 }
 
 namespace {
@@ -672,11 +816,19 @@ gboolean answer_bounded_latency(GstPad*, GstObject*, GstQuery* query) {
   return TRUE;
 }
 
+gboolean answer_not_live(GstPad*, GstObject*, GstQuery* query) {
+  if (GST_QUERY_TYPE(query) != GST_QUERY_LATENCY) return FALSE;
+  gst_query_set_latency(query, FALSE, 0, GST_CLOCK_TIME_NONE);
+  return TRUE;
+}
+
 }  // namespace
 
 TEST(Latency, LiveUpstreamUnboundedMaxStaysUnboundedAndFallbackIs25Fps) {
   for (auto answer : {answer_live_latency, answer_bounded_latency}) {
     Harness run(element_line());
+    // Not live while negotiating: no first chunk is timed, the processing part stays 0 until one runs.
+    gst_pad_set_query_function(run.h()->srcpad, answer_not_live);
     run.set_caps("video/x-raw,format=RGB,width=32,height=24,framerate=0/1");
     gst_pad_set_query_function(run.h()->srcpad, answer);
     gboolean live = FALSE;
@@ -885,6 +1037,25 @@ ErrorSeen error_at_ready(const std::string& model_dir, const std::string& device
 
 }  // namespace
 
+// 512x512 in, 2048x2048 out: 256 attention windows per latent slice; kv-ratio 64 keeps 65 slices, 16640 key
+// windows, beyond the 16384 the attention takes. Refused when the caps arrive, not ~63 chunks later.
+TEST(Errors, KvRatioBeyondTheKeyWindowLimitIsRefusedAtNegotiationWithTheNumbers) {
+  Harness run(element_line("kv-ratio=64"));
+  GstBus* bus = run.bus();
+  run.set_caps("video/x-raw,format=RGB,width=512,height=512,framerate=25/1");
+  EXPECT_EQ(run.push_rgb(random_frames(1, 512, 512, 7)), GST_FLOW_NOT_NEGOTIATED);
+  GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+  ASSERT_NE(msg, nullptr);
+  GQuark domain;
+  int code;
+  const std::string text = error_text(msg, &domain, &code);
+  gst_message_unref(msg);
+  EXPECT_EQ(domain, GST_RESOURCE_ERROR);
+  EXPECT_EQ(code, static_cast<int>(GST_RESOURCE_ERROR_SETTINGS));
+  EXPECT_NE(text.find("16640 key windows"), std::string::npos) << text;
+  EXPECT_NE(text.find("kv ratio of at most 63"), std::string::npos) << text;
+}
+
 TEST(Errors, MissingModelDirPropertyFailsAtReady) {
   const ErrorSeen e = error_at_ready("");
   EXPECT_EQ(e.domain, GST_RESOURCE_ERROR);
@@ -1050,6 +1221,31 @@ INSTANTIATE_TEST_SUITE_P(Launch, Launch,
 // A fixture's release-layout model (bf16 LQ projection, its own sizes) through the element
 // ------------------------------------------------------------------------------------------------
 
+namespace {
+
+// Whether a fixture is of the Tiny variant (params.json without "variant", or "tiny"); says so when not.
+bool is_tiny_fixture(const std::string& fixture, const std::map<std::string, JsonValue>& p) {
+  if (!p.count("variant") || p.at("variant").as_string() == "tiny") return true;
+  std::printf("[ SKIPPED  ] %s: variant %s not implemented yet\n", fixture.c_str(), p.at("variant").as_string().c_str());
+  return false;
+}
+
+// PSNR of one uint8 frame against another over all pixels (inf when equal).
+double psnr_u8(const at::Tensor& got, const at::Tensor& want) {
+  const double mse = (got.to(at::kDouble) - want.to(at::kDouble)).pow(2).mean().item<double>();
+  return mse == 0.0 ? INFINITY : 10.0 * std::log10(255.0 * 255.0 / mse);
+}
+
+// The reference's output frames as uint8 [N, H, W, 3] (fixtures/README.md: frames_u8, or frames in [-1, 1]).
+at::Tensor reference_frames_u8(const std::string& fixture) {
+  const TensorMap expected = read_safetensors(fixture + "/expected.safetensors");
+  if (auto it = expected.find("frames_u8"); it != expected.end()) return it->second;
+  const at::Tensor f = expected.at("frames").to(at::kFloat);  // [3, N, H, W]
+  return ((f + 1) * 127.5).round().clamp(0, 255).to(at::kByte).permute({1, 2, 3, 0}).contiguous();
+}
+
+}  // namespace
+
 TEST(Fixtures, FixtureModelsGiveTheEnginesOutput) {
   const auto dirs = test::fixture_dirs();
   if (dirs.empty()) GTEST_SKIP() << "no fixtures under " << test::fixtures_dir();
@@ -1059,6 +1255,7 @@ TEST(Fixtures, FixtureModelsGiveTheEnginesOutput) {
     SCOPED_TRACE(fixture);
     const JsonValue params = JsonValue::parse(test::read_file(fixture + "/params.json"));
     const auto& p = params.as_object();
+    if (!is_tiny_fixture(fixture, p)) continue;
     at::Tensor lr = read_safetensors(fixture + "/input.safetensors").at("lr_frames");
     lr = lr.narrow(0, 0, std::min<int64_t>(lr.size(0), 9)).contiguous();
     const int64_t h = lr.size(1), w = lr.size(2);
@@ -1089,6 +1286,51 @@ TEST(Fixtures, FixtureModelsGiveTheEnginesOutput) {
     EXPECT_EQ(GST_VIDEO_INFO_HEIGHT(&info), p.at("height").as_int());
     expect_equal_frames(rgb_of(info, out), engine_upscale(lr, o, model_dir), fixture);
   }
+}
+
+
+// The element, given only what a user gives it (properties from params.json, the LR frames as buffers, and
+// the fixture's noise through noise-file), reproduces the reference's output frames: >= 45 dB per frame on
+// 8-bit RGB in float32 on the CPU. The user-facing sparse-ratio goes through the element's top-k conversion.
+TEST(Fixtures, ElementReproducesTheReferenceOutputOfEveryFixture) {
+  const auto dirs = test::fixture_dirs();
+  ASSERT_FALSE(dirs.empty()) << "the vendored fixture is missing";
+  int checked = 0;
+  for (const std::string& fixture : dirs) {
+    SCOPED_TRACE(fixture);
+    const JsonValue params = JsonValue::parse(test::read_file(fixture + "/params.json"));
+    const auto& p = params.as_object();
+    if (!is_tiny_fixture(fixture, p)) continue;
+    const at::Tensor lr = read_safetensors(fixture + "/input.safetensors").at("lr_frames");  // [N, h, w, 3]
+    const int64_t n = lr.size(0), h = lr.size(1), w = lr.size(2);
+    char props[1024];
+    g_snprintf(props, sizeof props,
+               "scale=%.17g model-version=%s sparse-ratio=%.17g kv-ratio=%.17g local-range=%d color-fix=%s "
+               "noise-file=\"%s/input.safetensors\"",
+               p.at("scale").as_number(), p.at("model_version").as_string().c_str(),
+               p.at("sparse_ratio").as_number(), p.at("kv_ratio").as_number(),
+               static_cast<int>(p.at("local_range").as_int()), p.at("color_fix").as_string().c_str(),
+               fixture.c_str());
+    Harness run(element_line(props, fixture + "/model"));
+    run.set_caps("video/x-raw,format=RGB,width=" + std::to_string(w) + ",height=" + std::to_string(h) +
+                 ",framerate=25/1");
+    ASSERT_EQ(run.push_rgb(lr), GST_FLOW_OK);
+    ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+    auto out = run.pull_all();
+    ASSERT_EQ(out.size(), static_cast<size_t>(n));
+    const GstVideoInfo info = run.output_info();
+    ASSERT_EQ(GST_VIDEO_INFO_WIDTH(&info), p.at("width").as_int());
+    ASSERT_EQ(GST_VIDEO_INFO_HEIGHT(&info), p.at("height").as_int());
+    const at::Tensor got = rgb_of(info, out), want = reference_frames_u8(fixture);
+    ASSERT_EQ(got.sizes(), want.sizes());
+    double worst = INFINITY;
+    for (int64_t i = 0; i < n; ++i) worst = std::min(worst, psnr_u8(got[i], want[i]));
+    EXPECT_GE(worst, 45.0) << "lowest frame PSNR";
+    std::printf("element parity %s: %lld frames, lowest PSNR %.2f dB\n", fixture.c_str(),
+                static_cast<long long>(n), worst);
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
 }
 
 // ------------------------------------------------------------------------------------------------
