@@ -1345,6 +1345,15 @@ gst_flashvsr_setup_stream (GstFlashVsr * self)
       what.c_str (), GST_VIDEO_INFO_NAME (in_info),
       GST_VIDEO_INFO_NAME (out_info), model->device ().str ().c_str (),
       LOOKAHEAD_FRAMES);
+  const flashvsr::AttentionPlan & attention = priv->stream->attention ();
+  if (attention.backend_reason.empty ())
+    GST_INFO_OBJECT (self, "attention backend: %s",
+        flashvsr::attention_backend_name (attention.backend));
+  else
+    GST_WARNING_OBJECT (self, "attention backend: %s on %s, the slow path "
+        "(it waits for the device once per head and block): %s",
+        flashvsr::attention_backend_name (attention.backend),
+        model->device ().str ().c_str (), attention.backend_reason.c_str ());
   return TRUE;
 }
 

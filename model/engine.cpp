@@ -195,6 +195,7 @@ Stream::Stream(std::shared_ptr<const Model> model, const StreamOptions& o) : mod
   s.local_range = o.local_range;
   s.kv_slices = static_cast<int64_t>(o.kv_ratio);
   s.backend = o.attention;
+  s.dtype = model_->dtype();
   attention_ = AttentionPlan::make(s, pad_h_ / 128, pad_w_ / 128, device);
   rope_.emplace(model_->config().dit.head_dim, pad_h_ / 16, pad_w_ / 16, device);
 }

@@ -161,6 +161,8 @@ class Stream {
   int64_t out_height() const { return out_h_; }
   int64_t padded_width() const { return pad_w_; }
   int64_t padded_height() const { return pad_h_; }
+  // The attention this stream runs (backend resolved from Auto, with the reason for a slow path).
+  const AttentionPlan& attention() const { return attention_; }
   StreamStats stats() const;
   // LQ frames held for later chunks (bounded: at most ~33 in the steady state).
   int64_t held_frames() const { return static_cast<int64_t>(state_.lq_frames.size()); }

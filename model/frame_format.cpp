@@ -178,7 +178,8 @@ at::Tensor FrameConverter::to_rgb(const at::Tensor& packed) const {
                     (packed.defined() ? " and dtype " + std::string(c10::toString(packed.scalar_type())) : "") +
                     ", expected uint8 [n, " + std::to_string(layout_.size) + "]");
   const int64_t n = packed.size(0), w = width_, h = height_;
-  const at::Tensor x = packed.to(device_).contiguous();
+  // Asynchronous from pinned memory (the element packs frames into pinned buffers on CUDA).
+  const at::Tensor x = packed.to(device_, /*non_blocking=*/true).contiguous();
   switch (format_) {
     case PixelFormat::RGB:
       return x.view({n, h, w, 3});

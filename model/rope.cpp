@@ -8,15 +8,19 @@ namespace flashvsr {
 
 namespace {
 
-// angles[p][j] = position_p / 10000^(2j / part_dims), for j < part_dims / 2, in float64.
-at::Tensor part_angles(int64_t part_dims, int64_t first, int64_t count) {
+// freq[j] = 1 / 10000^(2j / part_dims), j < part_dims / 2: [pairs] float64 on the CPU.
+at::Tensor part_frequencies(int64_t part_dims) {
   const int64_t pairs = part_dims / 2;
-  std::vector<double> a(static_cast<size_t>(count * pairs));
-  for (int64_t j = 0; j < pairs; ++j) {
-    const double freq = 1.0 / std::pow(10000.0, static_cast<double>(2 * j) / static_cast<double>(part_dims));
-    for (int64_t p = 0; p < count; ++p) a[p * pairs + j] = static_cast<double>(first + p) * freq;
-  }
-  return at::from_blob(a.data(), {count, pairs}, at::kDouble).clone();
+  std::vector<double> f(static_cast<size_t>(pairs));
+  for (int64_t j = 0; j < pairs; ++j)
+    f[j] = 1.0 / std::pow(10000.0, static_cast<double>(2 * j) / static_cast<double>(part_dims));
+  return at::from_blob(f.data(), {pairs}, at::kDouble).clone();
+}
+
+// angles[p][j] = (first + p) * freq[j]: [count, pairs] float64 on freq's device.
+at::Tensor part_angles(const at::Tensor& freq, int64_t first, int64_t count) {
+  const auto positions = at::arange(first, first + count, freq.options());  // [count]
+  return positions.unsqueeze(1) * freq.unsqueeze(0);
 }
 
 }  // namespace
@@ -24,18 +28,21 @@ at::Tensor part_angles(int64_t part_dims, int64_t first, int64_t count) {
 Rope::Rope(int64_t head_dim, int64_t h, int64_t w, at::Device device)
     : head_dim_(head_dim), h_(h), w_(w), device_(device) {
   const int64_t d_hw = head_dim / 3;
-  auto ah = part_angles(d_hw, 0, h).view({1, h, 1, -1}).expand({1, h, w, -1});
-  auto aw = part_angles(d_hw, 0, w).view({1, 1, w, -1}).expand({1, h, w, -1});
+  const at::Tensor freq_hw = part_frequencies(d_hw);
+  auto ah = part_angles(freq_hw, 0, h).view({1, h, 1, -1}).expand({1, h, w, -1});
+  auto aw = part_angles(freq_hw, 0, w).view({1, 1, w, -1}).expand({1, h, w, -1});
   auto angles = at::cat({ah, aw}, -1);
   cos_hw_ = angles.cos().to(device, at::kFloat);
   sin_hw_ = angles.sin().to(device, at::kFloat);
+  // The temporal frequencies live on the device: a table for any frame position is computed there, with
+  // no host-to-device copy in the steady state.
+  freq_t_ = part_frequencies(head_dim - 2 * d_hw).to(device);
 }
 
 RopeTable Rope::table(int64_t first_frame, int64_t frames) const {
-  const int64_t d_t = head_dim_ - 2 * (head_dim_ / 3);
-  auto at_ = part_angles(d_t, first_frame, frames);  // [f, pairs_t]
+  const auto at_ = part_angles(freq_t_, first_frame, frames);  // [f, pairs_t] float64 on the device
   auto expand_t = [&](const at::Tensor& v) {
-    return v.to(device_, at::kFloat).view({frames, 1, 1, -1}).expand({frames, h_, w_, -1});
+    return v.to(at::kFloat).view({frames, 1, 1, -1}).expand({frames, h_, w_, -1});
   };
   auto full = [&](const at::Tensor& t_part, const at::Tensor& hw_part) {
     return at::cat({expand_t(t_part), hw_part.expand({frames, h_, w_, -1})}, -1)

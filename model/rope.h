@@ -29,6 +29,7 @@ class Rope {
   int64_t head_dim_, h_, w_;
   at::Device device_;
   at::Tensor cos_hw_, sin_hw_;  // [1, h, w, pairs_h + pairs_w] float32
+  at::Tensor freq_t_;           // [pairs_t] float64: temporal frequencies
 };
 
 // x: [L, heads, head_dim] -> same shape and dtype, rotated as complex pairs (in float32).

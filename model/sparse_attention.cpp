@@ -91,10 +91,34 @@ AttentionPlan AttentionPlan::make(const SparseAttentionSettings& s, int64_t rows
   p.local_mask = local_window_mask(rows, cols, s.local_range).to(device);
   p.topk = topk_for(rows * cols, s.topk_ratio);
   p.kv_slices = s.kv_slices;
-  p.backend = s.backend;
-  if (p.backend == AttentionBackend::Cuda && !cuda_attention_available())
-    throw Error(Error::Kind::BadSettings, "attention backend 'cuda' is not in this build (configure with -Dgpu_kernels=enabled and nvcc)");
+  const AttentionChoice choice = choose_attention_backend(s.backend, device, s.dtype);
+  p.backend = choice.backend;
+  p.backend_reason = choice.reason;
   return p;
+}
+
+AttentionChoice choose_attention_backend(AttentionBackend requested, at::Device device, at::ScalarType dtype) {
+  const bool half = dtype == at::kBFloat16 || dtype == at::kHalf;
+  if (requested == AttentionBackend::Cuda) {
+    if (!cuda_attention_available())
+      throw Error(Error::Kind::BadSettings,
+                  "attention backend 'cuda' is not in this build (configure with -Dgpu_kernels=enabled and nvcc)");
+    if (!device.is_cuda())
+      throw Error(Error::Kind::BadSettings, "attention backend 'cuda' needs a CUDA device, not " + device.str());
+    if (!half)
+      throw Error(Error::Kind::BadSettings, std::string("attention backend 'cuda' computes in bf16 or fp16, not ") +
+                                                c10::toString(dtype));
+    return {AttentionBackend::Cuda, ""};
+  }
+  if (requested == AttentionBackend::Reference)
+    return {AttentionBackend::Reference, device.is_cuda() ? "attention=reference was asked for" : ""};
+  if (!device.is_cuda()) return {AttentionBackend::Reference, ""};
+  if (!cuda_attention_available())
+    return {AttentionBackend::Reference, "this build has no CUDA kernels (configure with -Dgpu_kernels=enabled and nvcc)"};
+  if (!half)
+    return {AttentionBackend::Reference,
+            std::string("the CUDA kernel computes in bf16 or fp16, the stream in ") + c10::toString(dtype)};
+  return {AttentionBackend::Cuda, ""};
 }
 
 AttentionBackend parse_attention_backend(const std::string& name) {
@@ -164,9 +188,7 @@ at::Tensor block_sparse_attention(const at::Tensor& q_w, const at::Tensor& k_w, 
                                   const at::Tensor& mask, int64_t heads, AttentionBackend backend) {
   // The kernel computes in bf16/fp16 tensor cores; fp32 streams (parity, tests) use the exact reference.
   if (backend == AttentionBackend::Auto)
-    backend = (q_w.is_cuda() && q_w.scalar_type() != at::kFloat && cuda_attention_available())
-                  ? AttentionBackend::Cuda
-                  : AttentionBackend::Reference;
+    backend = choose_attention_backend(backend, q_w.device(), q_w.scalar_type()).backend;
   if (backend == AttentionBackend::Cuda) {
 #if FLASHVSR_CUDA_KERNELS
     if (!q_w.is_cuda()) throw Error(Error::Kind::BadSettings, "attention backend 'cuda' needs a CUDA device");

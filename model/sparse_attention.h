@@ -73,14 +73,25 @@ struct SparseAttentionSettings {
   int64_t local_range = 11;
   int64_t kv_slices = 3;    // int(kv_ratio): slices kept in the KV cache after each chunk
   AttentionBackend backend = AttentionBackend::Auto;
+  at::ScalarType dtype = at::kFloat;  // the stream's compute dtype (the kernel takes bf16/fp16)
 };
+
+// The backend a stream runs and why: Auto picks the CUDA kernel on a CUDA device in bf16/fp16 when this
+// build has it, else the reference path; `reason` says why the reference path runs on a CUDA device
+// (empty otherwise). Throws Error(BadSettings) for an explicit 'cuda' the device, dtype or build cannot run.
+struct AttentionChoice {
+  AttentionBackend backend = AttentionBackend::Reference;  // never Auto
+  std::string reason;
+};
+AttentionChoice choose_attention_backend(AttentionBackend requested, at::Device device, at::ScalarType dtype);
 
 // What a stream's attention needs, fixed for its frame size: built once per stream.
 struct AttentionPlan {
   at::Tensor local_mask;  // bool [per_slice, per_slice] on the stream's device
   int64_t topk = 0;
   int64_t kv_slices = 3;
-  AttentionBackend backend = AttentionBackend::Auto;
+  AttentionBackend backend = AttentionBackend::Reference;  // resolved (choose_attention_backend): never Auto
+  std::string backend_reason;  // why the reference path runs on a CUDA device; empty otherwise
 
   // Throws Error(BadSettings) when a stream with these settings would exceed kMaxKeyWindows, with the numbers.
   static AttentionPlan make(const SparseAttentionSettings& settings, int64_t rows, int64_t cols, at::Device device);

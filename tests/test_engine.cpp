@@ -8,6 +8,9 @@
 #include <gtest/gtest.h>
 
 #include <c10/core/InferenceMode.h>
+#if FLASHVSR_CUDA_KERNELS
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 
 using namespace flashvsr;
 
@@ -228,3 +231,65 @@ TEST(Engine, FinishOnAnEmptyStreamEmitsNothing) {
   Stream s(tiny_model(), small_options());
   EXPECT_EQ(s.finish().size(0), 0);
 }
+
+// The attention backend a stream runs is resolved when it is set up, with the reason for a slow path.
+TEST(Engine, AttentionBackendIsResolvedUpFrontWithTheReasonForTheReferencePath) {
+  const auto cpu = choose_attention_backend(AttentionBackend::Auto, at::kCPU, at::kFloat);
+  EXPECT_EQ(cpu.backend, AttentionBackend::Reference);
+  EXPECT_TRUE(cpu.reason.empty()) << "the reference path is the CPU's only one, not a slow path there";
+  const auto fp32 = choose_attention_backend(AttentionBackend::Auto, at::Device("cuda:0"), at::kFloat);
+  EXPECT_EQ(fp32.backend, AttentionBackend::Reference);
+  EXPECT_FALSE(fp32.reason.empty()) << "fp32 on CUDA runs the reference path and must say why";
+  const auto bf16 = choose_attention_backend(AttentionBackend::Auto, at::Device("cuda:0"), at::kBFloat16);
+  if (cuda_attention_available()) {
+    EXPECT_EQ(bf16.backend, AttentionBackend::Cuda);
+    EXPECT_TRUE(bf16.reason.empty());
+  } else {
+    EXPECT_EQ(bf16.backend, AttentionBackend::Reference);
+    EXPECT_NE(bf16.reason.find("no CUDA kernels"), std::string::npos) << bf16.reason;
+  }
+  EXPECT_THROW(choose_attention_backend(AttentionBackend::Cuda, at::kCPU, at::kBFloat16), Error);
+  EXPECT_THROW(choose_attention_backend(AttentionBackend::Cuda, at::Device("cuda:0"), at::kFloat), Error);
+  Stream s(tiny_model(), small_options());
+  EXPECT_EQ(s.attention().backend, AttentionBackend::Reference);
+}
+
+#if FLASHVSR_CUDA_KERNELS
+// Steady chunks on CUDA enqueue their work without waiting for the device: LibTorch's sync-debug mode set
+// to error turns any synchronising call (a blocking copy, .item(), a stream synchronisation) into an
+// exception. The frames are already on the device and the outputs stay there (an element's download of
+// its output buffers is the one synchronisation a chunk needs, outside this check).
+TEST(CudaSteadyChunk, RunsWithoutHostSynchronisation) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  c10::InferenceMode guard;
+  LoadOptions lo;
+  lo.device = at::Device("cuda:0");
+  lo.dtype = at::kBFloat16;
+  auto cuda_model = Model::from_tensors(make_random_model(ModelSpec::tiny(), 11, at::kBFloat16), lo);
+  StreamOptions o;
+  o.in_width = 64;
+  o.in_height = 48;
+  Stream s(cuda_model, o);
+  ASSERT_EQ(s.attention().backend, AttentionBackend::Cuda) << s.attention().backend_reason;
+  const at::Tensor frames = test::seeded_randn({49, 48, 64, 3}, 12).mul(60).add(128).clamp(0, 255).to(at::kByte).to(lo.device);
+  ASSERT_EQ(s.push(frames.narrow(0, 0, 33)).size(0), 29);  // chunks 0 and 1, eager set-up
+  c10::cuda::device_synchronize();
+  auto& sync_debug = c10::cuda::warning_state();
+  sync_debug.set_sync_debug_mode(c10::cuda::SyncDebugMode::L_ERROR);
+  std::string error;
+  int64_t out = 0;
+  try {
+    for (int64_t i = 33; i < 49; ++i) out += s.push(frames.narrow(0, i, 1)).size(0);  // chunks 2 and 3
+  } catch (const c10::Error& e) {
+    error = e.what_without_backtrace();
+  }
+  sync_debug.set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED);
+  EXPECT_EQ(error, "") << "a steady chunk synchronised with the host";
+  EXPECT_EQ(out, 16);
+  c10::cuda::device_synchronize();
+}
+#else
+TEST(CudaSteadyChunk, RunsWithoutHostSynchronisation) {
+  GTEST_SKIP() << "built without the CUDA kernels (gpu_kernels / nvcc / CUDA LibTorch)";
+}
+#endif
