@@ -5,6 +5,7 @@
 // roofline: FLOPs per steady chunk from the model's sizes, divided by the measured time.
 #include "cli.h"
 #include "engine.h"
+#include "json.h"
 #include "model_maker.h"
 
 #include <c10/core/CachingDeviceAllocator.h>
@@ -16,7 +17,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <map>
+#include <optional>
+#include <regex>
 #include <sstream>
 
 using namespace flashvsr;
@@ -28,8 +32,10 @@ const char* kUsage =
     "usage: flashvsr-bench [--model DIR | --preset full|tiny] [--device cuda|cpu|cuda:N] [--precision bf16|fp16|fp32]\n"
     "       [--sizes 1408x768,1920x1080 (output sizes)] [--scale 4] [--frames 101] [--sparse-ratio 2.0]\n"
     "       [--local-range 11] [--kv-ratio 3.0] [--color-fix adain] [--attention auto,reference,cuda]\n"
-    "       [--decoder-group 1] [--model-version 1.1] [--seed 0]\n"
-    "One JSON line per (size, attention backend); the model is built or loaded once.\n";
+    "       [--decoder-group 1] [--model-version 1.1] [--seed 0] [--compare BASELINE.jsonl]\n"
+    "One JSON line per (size, attention backend); the model is built or loaded once. With --compare, each run\n"
+    "is followed by a line {\"compare\": size, figure: {now, base, ratio}} against the saved run of the same\n"
+    "output, attention, precision, frames, decoder group and cuDNN setting in BASELINE.jsonl.\n";
 
 std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> out;
@@ -103,8 +109,60 @@ Flops steady_chunk_flops(const ModelConfig& c, int64_t Hp, int64_t Wp, const Att
   return f;
 }
 
+// The runs of a saved benchmark (--compare FILE: JSON lines as this tool prints them; others are skipped).
+std::vector<JsonValue> read_baseline(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw Error(Error::Kind::NotFound, path + ": cannot open the baseline");
+  std::vector<JsonValue> runs;
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.empty() || line[0] != '{') continue;
+    JsonValue v = JsonValue::parse(line);
+    if (v.has("steady_fps") && v.has("output")) runs.push_back(std::move(v));
+  }
+  if (runs.empty()) throw Error(Error::Kind::BadFile, path + ": no benchmark run (a JSON line with steady_fps)");
+  return runs;
+}
+
+// Prints one JSON line {"compare": output, figure: {"now", "base", "ratio"}...} against the baseline run of
+// the same output size, attention, decoder group and cuDNN setting; says so when there is none.
+void compare_with(const std::vector<JsonValue>& baseline, const JsonValue& now) {
+  auto same = [&](const JsonValue& b) {
+    for (const char* key : {"output", "attention", "precision"})
+      if (!b.has(key) || b.at(key).as_string() != now.at(key).as_string()) return false;
+    for (const char* key : {"decoder_group", "frames"})
+      if (!b.has(key) || b.at(key).as_number() != now.at(key).as_number()) return false;
+    return b.has("cudnn_benchmark") && b.at("cudnn_benchmark").as_bool() == now.at("cudnn_benchmark").as_bool();
+  };
+  const JsonValue* base = nullptr;
+  for (const auto& b : baseline)
+    if (same(b)) base = &b;
+  std::ostringstream c;
+  c.precision(4);
+  c << "{\"compare\":\"" << now.at("output").as_string() << "\"";
+  if (!base) {
+    c << ",\"error\":\"no baseline run with the same output, attention, precision, frames, decoder group and "
+         "cuDNN setting\"}";
+    std::printf("%s\n", c.str().c_str());
+    return;
+  }
+  auto figure = [&](const std::string& name, double a, double b) {
+    c << ",\"" << name << "\":{\"now\":" << a << ",\"base\":" << b << ",\"ratio\":" << (b != 0 ? a / b : NAN) << "}";
+  };
+  for (const char* key : {"steady_fps", "steady_chunk_ms", "host_enqueue_chunk_ms", "latency_first_output_s",
+                          "overall_fps", "peak_alloc_gib", "achieved_tflops"})
+    if (base->has(key) && base->at(key).is_number() && now.at(key).is_number())
+      figure(key, now.at(key).as_number(), base->at(key).as_number());
+  if (base->has("stage_ms"))
+    for (const auto& [stage, v] : now.at("stage_ms").as_object())
+      if (base->at("stage_ms").has(stage))
+        figure("stage_ms." + stage, v.as_number(), base->at("stage_ms").at(stage).as_number());
+  c << "}";
+  std::printf("%s\n", c.str().c_str());
+}
+
 bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args, int64_t out_w, int64_t out_h,
-                AttentionBackend attention, double load_s) {
+                AttentionBackend attention, double load_s, const std::vector<JsonValue>* baseline) {
   const at::Device device = model->device();
   StreamOptions so;
   so.scale = args.num("scale", 4.0);
@@ -205,10 +263,7 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
     peak_reserved = static_cast<double>(st.reserved_bytes[0].peak) / (1 << 30);
   }
   const double steady = median(chunk_s);
-  const Flops fl = steady_chunk_flops(model->config(), stream.padded_height(), stream.padded_width(),
-                                      AttentionPlan::make({so.sparse_ratio > 0 ? topk_ratio_for(so.sparse_ratio, stream.padded_height(), stream.padded_width()) : 1.0,
-                                                           so.local_range, static_cast<int64_t>(so.kv_ratio), so.attention},
-                                                          stream.padded_height() / 128, stream.padded_width() / 128, at::kCPU));
+  const Flops fl = steady_chunk_flops(model->config(), stream.padded_height(), stream.padded_width(), stream.attention());
   std::ostringstream j;
   j.precision(4);
   j << "{\"device\":\"" << device.str() << "\",\"precision\":\"" << dtype_name(model->dtype()) << "\",\"model\":\""
@@ -216,7 +271,9 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
     << so.in_height << "\",\"padded\":\"" << stream.padded_width() << "x" << stream.padded_height()
     << "\",\"sparse_ratio\":" << so.sparse_ratio << ",\"local_range\":" << so.local_range << ",\"kv_ratio\":"
     << so.kv_ratio << ",\"color_fix\":\"" << color_fix_name(so.color_fix) << "\",\"attention\":\""
-    << attention_backend_name(so.attention) << "\",\"decoder_group\":" << so.decoder_group
+    << attention_backend_name(so.attention) << "\",\"attention_backend\":\""
+    << attention_backend_name(stream.attention().backend) << "\",\"attention_slow_path\":\""
+    << stream.attention().backend_reason << "\",\"decoder_group\":" << so.decoder_group
     << ",\"cudnn_benchmark\":" << (at::globalContext().benchmarkCuDNN() ? "true" : "false") << ",\"frames\":" << n
     << ",\"frames_out\":" << produced
     << ",\"load_s\":" << load_s << ",\"steady_fps\":" << 8.0 / steady << ",\"steady_chunk_ms\":" << steady * 1e3
@@ -231,7 +288,16 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
   j << "},\"chunk_tflop\":{\"dit_linear\":" << fl.linear / 1e12 << ",\"self_attention_max\":" << fl.attention / 1e12
     << ",\"cross_attention\":" << fl.cross / 1e12 << ",\"lq_proj\":" << fl.lq / 1e12 << ",\"decoder\":" << fl.decoder / 1e12
     << ",\"total\":" << fl.total() / 1e12 << "},\"achieved_tflops\":" << fl.total() / 1e12 / steady << "}";
-  std::printf("%s\n", j.str().c_str());
+  // JSON has no NaN or infinity (e.g. device memory on the CPU): null instead.
+  const std::string line = std::regex_replace(j.str(), std::regex(":(-?nan|-?inf)"), ":null");
+  std::printf("%s\n", line.c_str());
+  if (baseline) {
+    try {
+      compare_with(*baseline, JsonValue::parse(line));
+    } catch (const Error& e) {  // e.g. a run too short for a steady figure (NaN is no JSON)
+      std::printf("{\"compare\":\"%lldx%lld\",\"error\":\"%s\"}\n", (long long)out_w, (long long)out_h, e.what());
+    }
+  }
   std::fflush(stdout);
   return produced == n;
 }
@@ -242,13 +308,15 @@ int main(int argc, char** argv) {
   try {
     cli::Args args(argc, argv,
                    {"model", "preset", "device", "precision", "sizes", "scale", "frames", "sparse-ratio",
-                    "local-range", "kv-ratio", "color-fix", "attention", "decoder-group", "model-version", "seed", "memory-every", "cudnn-benchmark"},
+                    "local-range", "kv-ratio", "color-fix", "attention", "decoder-group", "model-version", "seed", "memory-every", "cudnn-benchmark", "compare"},
                    {"help"});
     if (args.has("help")) {
       std::fputs(kUsage, stdout);
       return 0;
     }
     c10::InferenceMode inference;
+    std::optional<std::vector<JsonValue>> baseline;
+    if (args.has("compare")) baseline = read_baseline(args.str("compare", ""));
     // cuDNN autotuning for the fixed shapes of a stream (a process-wide LibTorch setting).
     const bool cudnn_benchmark = args.integer("cudnn-benchmark", 0) != 0;
     at::globalContext().setBenchmarkCuDNN(cudnn_benchmark);
@@ -275,7 +343,7 @@ int main(int argc, char** argv) {
       for (const auto& backend : split(args.str("attention", "auto"), ',')) {
         const AttentionBackend attention = parse_attention_backend(backend);
         try {
-          all_ok &= run_config(model, args, out_w, out_h, attention, load_s);
+          all_ok &= run_config(model, args, out_w, out_h, attention, load_s, baseline ? &*baseline : nullptr);
         } catch (const Error& e) {
           std::printf("{\"output\":\"%lldx%lld\",\"attention\":\"%s\",\"error\":\"%s\"}\n", (long long)out_w,
                       (long long)out_h, backend.c_str(), e.what());
