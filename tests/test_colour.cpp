@@ -3,6 +3,7 @@
 #include "colour.h"
 
 #include "error.h"
+#include "file_util.h"
 #include "json.h"
 #include "safetensors.h"
 #include "test_support.h"
@@ -302,62 +303,63 @@ TEST(ColourFix, CudaMatchesCpu) {
 }
 
 // The fixtures' decoder output of chunk c >= 1 (frames 8c+13 .. 8c+20), colour-corrected against the
-// reference's LQ frames, must give the reference's final frames (both stored in float16 / uint8).
-TEST(ColourFix, MatchesFixtures) {
-  const auto dirs = test::fixture_dirs();
-  if (dirs.empty()) GTEST_SKIP() << "no fixtures under " << test::fixtures_dir();
+// reference's LQ frames, must give the reference's final frames (both stored in float16 / uint8). One
+// case per fixture, of every variant; a fixture without those intermediates (e.g. the compact one) skips.
+class ColourFixtures : public test::AnyVariantFixtureTest {};
+
+TEST_P(ColourFixtures, MatchesFixtures) {
+  const std::string& dir = fixture();
   int checked = 0;
-  for (const auto& dir : dirs) {
-    SCOPED_TRACE(dir);
-    const JsonValue params = JsonValue::parse(test::read_file(dir + "/params.json"));
-    const ColorFix method = parse_color_fix(params.at("color_fix").as_string());
-    const int64_t n_frames = params.at("num_frames").as_int();
-    const TensorMap input = read_safetensors(dir + "/input.safetensors");
-    const TensorMap expected = read_safetensors(dir + "/expected.safetensors");
-    const at::Tensor lq_u8 = input.at("lq_video_u8");  // uint8 [F, H, W, 3]
-    // Reference output: uint8 [N, H, W, 3], or float16 [3, N, H, W] in [-1, 1].
-    const bool as_u8 = expected.count("frames_u8") > 0;
-    const at::Tensor want = as_u8 ? expected.at("frames_u8") : expected.at("frames");
-    for (const auto& [key, decoded] : expected) {
-      const std::string suffix = ".decoded";
-      if (key.rfind("chunk", 0) != 0 || key.size() <= suffix.size() ||
-          key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0)
-        continue;
-      const int64_t c = std::stoll(key.substr(5, key.size() - 5 - suffix.size()));
-      if (c < 1) continue;  // chunk 0's decoded frames include the dropped warm-up frames
-      SCOPED_TRACE(key);
-      const int64_t first = 8 * c + 13;
-      const int64_t n = std::min<int64_t>(decoded.size(2), n_frames - first);
-      ASSERT_GT(n, 0);
-      // The reference corrected float32 frames against float32 LQ frames.
-      const at::Tensor hq = decoded.narrow(2, 0, n).to(at::kFloat);                       // [1, 3, n, H, W]
-      const at::Tensor lq = lq_u8.narrow(0, first, n).to(at::kFloat).div(255).mul(2).sub(1)  // [n, H, W, 3]
-                                .permute({3, 0, 1, 2}).unsqueeze(0);                       // [1, 3, n, H, W]
-      const at::Tensor out = colour_correct(hq, lq, method);
-      if (as_u8) {
-        const at::Tensor got = out[0].add(1).mul(127.5).round().clamp(0, 255).to(at::kByte).permute({1, 2, 3, 0});
-        const at::Tensor d = (got.to(at::kInt) - want.narrow(0, first, n).to(at::kInt)).abs();
-        const double equal = d.eq(0).sum().item<int64_t>() / double(d.numel());
-        const int max_diff = d.max().item<int>();
-        std::cout << "[ fixture  ] " << dir << " " << key << " (" << color_fix_name(method)
-                  << "): " << equal * 100 << " % of bytes equal, max |diff| " << max_diff << "\n";
-        // The decoded frames are stored in float16 only, so exact equality is not expected.
-        EXPECT_GE(equal, 0.98);
-        EXPECT_LE(max_diff, 1);
-      } else {
-        // Both sides went through float16 (spacing 2^-11 near 1, scaled by std_lq / std_hq).
-        const at::Tensor d = (out[0] - want.narrow(1, first, n).to(at::kFloat)).abs();
-        const double max_diff = d.max().item<double>(), mean_diff = d.mean().item<double>();
-        std::cout << "[ fixture  ] " << dir << " " << key << " (" << color_fix_name(method)
-                  << "): max |diff| " << max_diff << ", mean |diff| " << mean_diff << "\n";
-        EXPECT_LE(max_diff, 4e-3);
-        EXPECT_LE(mean_diff, 5e-4);
-      }
-      ++checked;
+  const JsonValue params = JsonValue::parse(test::read_file(dir + "/params.json"));
+  const ColorFix method = parse_color_fix(params.at("color_fix").as_string());
+  const int64_t n_frames = params.at("num_frames").as_int();
+  const TensorMap input = read_safetensors(dir + "/input.safetensors");
+  const TensorMap expected = read_safetensors(dir + "/expected.safetensors");
+  const at::Tensor lq_u8 = input.at("lq_video_u8");  // uint8 [F, H, W, 3]
+  // Reference output: uint8 [N, H, W, 3], or float16 [3, N, H, W] in [-1, 1].
+  const bool as_u8 = expected.count("frames_u8") > 0;
+  const at::Tensor want = as_u8 ? expected.at("frames_u8") : expected.at("frames");
+  for (const auto& [key, decoded] : expected) {
+    const std::string suffix = ".decoded";
+    if (key.rfind("chunk", 0) != 0 || key.size() <= suffix.size() ||
+        key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    const int64_t c = std::stoll(key.substr(5, key.size() - 5 - suffix.size()));
+    if (c < 1) continue;  // chunk 0's decoded frames include the dropped warm-up frames
+    SCOPED_TRACE(key);
+    const int64_t first = 8 * c + 13;
+    const int64_t n = std::min<int64_t>(decoded.size(2), n_frames - first);
+    ASSERT_GT(n, 0);
+    // The reference corrected float32 frames against float32 LQ frames.
+    const at::Tensor hq = decoded.narrow(2, 0, n).to(at::kFloat);                       // [1, 3, n, H, W]
+    const at::Tensor lq = lq_u8.narrow(0, first, n).to(at::kFloat).div(255).mul(2).sub(1)  // [n, H, W, 3]
+                              .permute({3, 0, 1, 2}).unsqueeze(0);                       // [1, 3, n, H, W]
+    const at::Tensor out = colour_correct(hq, lq, method);
+    if (as_u8) {
+      const at::Tensor got = out[0].add(1).mul(127.5).round().clamp(0, 255).to(at::kByte).permute({1, 2, 3, 0});
+      const at::Tensor d = (got.to(at::kInt) - want.narrow(0, first, n).to(at::kInt)).abs();
+      const double equal = d.eq(0).sum().item<int64_t>() / double(d.numel());
+      const int max_diff = d.max().item<int>();
+      std::cout << "[ fixture  ] " << dir << " " << key << " (" << color_fix_name(method)
+                << "): " << equal * 100 << " % of bytes equal, max |diff| " << max_diff << "\n";
+      // The decoded frames are stored in float16 only, so exact equality is not expected.
+      EXPECT_GE(equal, 0.98);
+      EXPECT_LE(max_diff, 1);
+    } else {
+      // Both sides went through float16 (spacing 2^-11 near 1, scaled by std_lq / std_hq).
+      const at::Tensor d = (out[0] - want.narrow(1, first, n).to(at::kFloat)).abs();
+      const double max_diff = d.max().item<double>(), mean_diff = d.mean().item<double>();
+      std::cout << "[ fixture  ] " << dir << " " << key << " (" << color_fix_name(method)
+                << "): max |diff| " << max_diff << ", mean |diff| " << mean_diff << "\n";
+      EXPECT_LE(max_diff, 4e-3);
+      EXPECT_LE(mean_diff, 5e-4);
     }
+    ++checked;
   }
-  EXPECT_GT(checked, 0) << "no chunkK.decoded (K >= 1) in any fixture";
+  if (checked == 0) GTEST_SKIP() << base_name(dir) << ": no chunkK.decoded (K >= 1) in its expected.safetensors";
 }
+
+FLASHVSR_FIXTURE_TESTS(ColourFixtures);
 
 }  // namespace
 }  // namespace flashvsr

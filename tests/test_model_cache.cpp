@@ -9,6 +9,13 @@
 
 #include <c10/core/InferenceMode.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <array>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 using namespace flashvsr;
@@ -21,6 +28,39 @@ std::string tiny_dir(const std::string& name, uint64_t seed) {
   write_model_dir(dir, make_random_model(ModelSpec::tiny(), seed));
   return dir;
 }
+
+const std::array<const char*, 4> kReleaseFiles{ReleaseLayout::kDit, ReleaseLayout::kLqProj, ReleaseLayout::kDecoder,
+                                               ReleaseLayout::kPrompt};
+
+// A load that can be held open: the model's decoder file has an unknown extra tensor, which Model::load
+// reports through LoadOptions::log after binding; the first such call blocks until release().
+struct HeldLoad {
+  std::mutex m;
+  std::condition_variable cv;
+  int loads = 0;  // log calls = loads of the model
+  bool released = false;
+
+  LoadOptions options() {
+    LoadOptions o;
+    o.log = [this](LogLevel, const std::string&) {
+      std::unique_lock<std::mutex> lock(m);
+      if (++loads == 1) {
+        cv.notify_all();
+        cv.wait(lock, [this] { return released; });
+      }
+    };
+    return o;
+  }
+  void wait_until_loading() {
+    std::unique_lock<std::mutex> lock(m);
+    cv.wait(lock, [this] { return loads > 0; });
+  }
+  void release() {
+    std::lock_guard<std::mutex> lock(m);
+    released = true;
+    cv.notify_all();
+  }
+};
 
 }  // namespace
 
@@ -65,6 +105,62 @@ TEST(ModelCache, ReplacedFilesAreLoadedAgain) {
   auto b = cache.get(dir, LoadOptions{});
   EXPECT_NE(a.get(), b.get());
   EXPECT_FALSE(at::equal(a->dit().blocks[0].q_w, b->dit().blocks[0].q_w));
+}
+
+// cp -p / rsync -a / image layers: the same sizes and the old modification times, other contents.
+TEST(ModelCache, FilesReplacedWithTheirOldSizesAndTimesAreLoadedAgain) {
+  const std::string dir = tiny_dir("cache-replaced-same-times", 6);
+  const std::string other = tiny_dir("cache-replaced-same-times-source", 7);
+  ModelCache cache;
+  auto a = cache.get(dir, LoadOptions{});
+  const std::string key_before = model_cache_key(dir, LoadOptions{});
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // past the file system's timestamp granularity
+  for (const char* name : kReleaseFiles) {
+    const std::string path = join_path(dir, name);
+    struct stat old_st {};
+    ASSERT_EQ(::stat(path.c_str(), &old_st), 0) << path;
+    const std::string bytes = test::read_file(join_path(other, name));
+    ASSERT_EQ(static_cast<off_t>(bytes.size()), old_st.st_size) << name << ": the replacement must keep the size";
+    test::write_file(path, bytes);  // in place, as cp does: same inode
+    const struct timespec times[2] = {old_st.st_atim, old_st.st_mtim};
+    ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, 0), 0) << path;
+    struct stat new_st {};
+    ASSERT_EQ(::stat(path.c_str(), &new_st), 0) << path;
+    ASSERT_EQ(new_st.st_size, old_st.st_size);
+    ASSERT_EQ(new_st.st_mtim.tv_sec, old_st.st_mtim.tv_sec);
+    ASSERT_EQ(new_st.st_mtim.tv_nsec, old_st.st_mtim.tv_nsec);
+  }
+  EXPECT_NE(model_cache_key(dir, LoadOptions{}), key_before);
+  auto b = cache.get(dir, LoadOptions{});
+  EXPECT_NE(a.get(), b.get());
+  EXPECT_FALSE(at::equal(a->dit().blocks[0].q_w, b->dit().blocks[0].q_w));
+  EXPECT_FALSE(at::equal(a->decoder().in_w, b->decoder().in_w));
+}
+
+// While A loads, a request for B must not forget A's entry: the next request for A gets the same model.
+TEST(ModelCache, RequestForAnotherModelDuringALoadDoesNotLoadItTwice) {
+  const std::string dir_a = test::scratch_dir("cache-held-a");
+  {
+    c10::InferenceMode guard;
+    auto tensors = make_random_model(ModelSpec::tiny(), 8);
+    tensors.decoder["decoder.99.weight"] = at::zeros({1});  // unknown: reported through the log callback
+    write_model_dir(dir_a, tensors);
+  }
+  const std::string dir_b = tiny_dir("cache-held-b", 9);
+  ModelCache cache;
+  HeldLoad held;
+  std::shared_ptr<const Model> a1;
+  std::thread loader([&] { a1 = cache.get(dir_a, held.options()); });
+  held.wait_until_loading();  // A's load is inside Model::load now
+  auto b = cache.get(dir_b, LoadOptions{});
+  held.release();
+  loader.join();
+  ASSERT_TRUE(a1);
+  auto a2 = cache.get(dir_a, held.options());
+  EXPECT_EQ(held.loads, 1) << "model A was loaded " << held.loads << " times, expected once";
+  EXPECT_EQ(a1.get(), a2.get());
+  EXPECT_NE(a1.get(), b.get());
+  EXPECT_EQ(cache.size(), 2u);
 }
 
 TEST(ModelCache, ConcurrentRequestsLoadOnce) {

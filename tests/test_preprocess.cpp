@@ -175,33 +175,34 @@ void expect_matches_reference(int w, int h, int ow, int oh, const at::Tensor& fr
 
 // ---------------------------------------------------------------------------------------------------
 
-TEST(BicubicResize, MatchesPillowFixtures) {
-  const auto dirs = test::fixture_dirs();
-  if (dirs.empty()) GTEST_SKIP() << "no fixtures under " << test::fixtures_dir();
-  for (const auto& dir : dirs) {
-    SCOPED_TRACE(dir);
-    const TensorMap input = read_safetensors(dir + "/input.safetensors");
-    ASSERT_TRUE(input.count("lr_frames"));
-    ASSERT_TRUE(input.count("lq_video_u8"));
-    const at::Tensor lr = input.at("lr_frames");   // uint8 [N, h, w, 3]
-    const at::Tensor lq = input.at("lq_video_u8");  // uint8 [F, H, W, 3]
-    ASSERT_EQ(lr.dim(), 4);
-    ASSERT_EQ(lq.dim(), 4);
-    const int64_t n = lr.size(0), h = lr.size(1), w = lr.size(2);
-    const int64_t oh = lq.size(1), ow = lq.size(2);
-    ASSERT_GE(lq.size(0), n);
-    BicubicResize resize(w, h, ow, oh, at::kCPU);
-    const at::Tensor got = resize(lr);
-    const Diff d = compare_u8(got, lq.narrow(0, 0, n));
-    std::cout << "[ fixture  ] " << dir << ": " << w << "x" << h << " -> " << ow << "x" << oh << ", " << n
-              << " frames: " << d.equal_fraction * 100.0 << " % of bytes equal, max |diff| " << d.max_abs
-              << "\n";
-    EXPECT_GE(d.equal_fraction, 0.999);
-    EXPECT_LE(d.max_abs, 1);
-    // The frames past N repeat the last resized frame.
-    for (int64_t f = n; f < lq.size(0); ++f) EXPECT_TRUE(lq[f].equal(got[n - 1])) << "frame " << f;
-  }
+// The reference's pre-processing (PIL bicubic) of every fixture, of every variant, one case per fixture.
+class BicubicResizeFixtures : public test::AnyVariantFixtureTest {};
+
+TEST_P(BicubicResizeFixtures, MatchesPillowFixtures) {
+  const std::string& dir = fixture();
+  const TensorMap input = read_safetensors(dir + "/input.safetensors");
+  ASSERT_TRUE(input.count("lr_frames"));
+  ASSERT_TRUE(input.count("lq_video_u8"));
+  const at::Tensor lr = input.at("lr_frames");   // uint8 [N, h, w, 3]
+  const at::Tensor lq = input.at("lq_video_u8");  // uint8 [F, H, W, 3]
+  ASSERT_EQ(lr.dim(), 4);
+  ASSERT_EQ(lq.dim(), 4);
+  const int64_t n = lr.size(0), h = lr.size(1), w = lr.size(2);
+  const int64_t oh = lq.size(1), ow = lq.size(2);
+  ASSERT_GE(lq.size(0), n);
+  BicubicResize resize(w, h, ow, oh, at::kCPU);
+  const at::Tensor got = resize(lr);
+  const Diff d = compare_u8(got, lq.narrow(0, 0, n));
+  std::cout << "[ fixture  ] " << dir << ": " << w << "x" << h << " -> " << ow << "x" << oh << ", " << n
+            << " frames: " << d.equal_fraction * 100.0 << " % of bytes equal, max |diff| " << d.max_abs
+            << "\n";
+  EXPECT_GE(d.equal_fraction, 0.999);
+  EXPECT_LE(d.max_abs, 1);
+  // The frames past N repeat the last resized frame.
+  for (int64_t f = n; f < lq.size(0); ++f) EXPECT_TRUE(lq[f].equal(got[n - 1])) << "frame " << f;
 }
+
+FLASHVSR_FIXTURE_TESTS(BicubicResizeFixtures);
 
 TEST(BicubicResize, IdentitySizeIsNoOp) {
   const at::Tensor frames = random_frames(2, 13, 17, 3, 1);

@@ -151,43 +151,44 @@ TEST(Safetensors, ReadsHandWrittenFileWithUnsortedKeysAndOffsets) {
   EXPECT_TRUE(at::equal(m.at("a"), at::tensor({7, 8, 9}, at::kByte)));
 }
 
-TEST(Safetensors, ReadsFixtureFiles) {
-  const auto dirs = t::fixture_dirs();
-  if (dirs.empty()) GTEST_SKIP() << "no fixtures under " << t::fixtures_dir();
-  for (const auto& d : dirs) {
-    SCOPED_TRACE(d);
-    const JsonValue params = JsonValue::parse(t::read_file(d + "/params.json"));
-    const TensorMap model = flashvsr::read_safetensors(d + "/model/diffusion_pytorch_model_streaming_dmd.safetensors");
-    EXPECT_GT(model.size(), 10u);
-    for (const auto& [name, x] : model) {
-      EXPECT_TRUE(x.is_floating_point()) << name;
-      EXPECT_TRUE(at::isfinite(x.to(at::kFloat)).all().item<bool>()) << name;
-    }
-    const auto header = flashvsr::read_safetensors_header(d + "/model/diffusion_pytorch_model_streaming_dmd.safetensors");
-    ASSERT_EQ(header.size(), model.size());
-    for (const auto& [name, x] : model) EXPECT_EQ(header.at(name).shape, x.sizes().vec()) << name;
+// The fixtures' files, of every variant (one case per fixture: Vendored/..., Shared/...).
+class SafetensorsFixtures : public t::AnyVariantFixtureTest {};
 
-    const TensorMap input = flashvsr::read_safetensors(d + "/input.safetensors");
-    const auto& lr = input.at("lr_frames");
-    EXPECT_EQ(lr.scalar_type(), at::kByte);
-    EXPECT_EQ(lr.sizes().vec(), (std::vector<int64_t>{params.at("num_frames").as_int(), params.at("lr_height").as_int(),
-                                                       params.at("lr_width").as_int(), 3}));
-    EXPECT_EQ(input.at("noise").scalar_type(), at::kFloat);
-    EXPECT_EQ(input.at("noise").dim(), 5);
-    EXPECT_EQ(input.at("lq_video_u8").size(0), params.at("padded_frames").as_int());
+TEST_P(SafetensorsFixtures, ReadsFixtureFiles) {
+  const std::string& d = fixture();
+  const JsonValue params = JsonValue::parse(t::read_file(d + "/params.json"));
+  const TensorMap model = flashvsr::read_safetensors(d + "/model/diffusion_pytorch_model_streaming_dmd.safetensors");
+  EXPECT_GT(model.size(), 10u);
+  for (const auto& [name, x] : model) {
+    EXPECT_TRUE(x.is_floating_point()) << name;
+    EXPECT_TRUE(at::isfinite(x.to(at::kFloat)).all().item<bool>()) << name;
+  }
+  const auto header = flashvsr::read_safetensors_header(d + "/model/diffusion_pytorch_model_streaming_dmd.safetensors");
+  ASSERT_EQ(header.size(), model.size());
+  for (const auto& [name, x] : model) EXPECT_EQ(header.at(name).shape, x.sizes().vec()) << name;
 
-    const TensorMap expected = flashvsr::read_safetensors(d + "/expected.safetensors");
-    ASSERT_TRUE(expected.count("frames") || expected.count("frames_u8"));
-    if (expected.count("frames_u8")) {
-      EXPECT_EQ(expected.at("frames_u8").scalar_type(), at::kByte);
-      EXPECT_EQ(expected.at("frames_u8").size(0), params.at("num_frames").as_int());
-    } else {
-      EXPECT_EQ(expected.at("frames").scalar_type(), at::kHalf);
-      EXPECT_EQ(expected.at("frames").size(1), params.at("num_frames").as_int());
-      EXPECT_LE(expected.at("frames").abs().max().item<float>(), 1.01f);
-    }
+  const TensorMap input = flashvsr::read_safetensors(d + "/input.safetensors");
+  const auto& lr = input.at("lr_frames");
+  EXPECT_EQ(lr.scalar_type(), at::kByte);
+  EXPECT_EQ(lr.sizes().vec(), (std::vector<int64_t>{params.at("num_frames").as_int(), params.at("lr_height").as_int(),
+                                                     params.at("lr_width").as_int(), 3}));
+  EXPECT_EQ(input.at("noise").scalar_type(), at::kFloat);
+  EXPECT_EQ(input.at("noise").dim(), 5);
+  EXPECT_EQ(input.at("lq_video_u8").size(0), params.at("padded_frames").as_int());
+
+  const TensorMap expected = flashvsr::read_safetensors(d + "/expected.safetensors");
+  ASSERT_TRUE(expected.count("frames") || expected.count("frames_u8"));
+  if (expected.count("frames_u8")) {
+    EXPECT_EQ(expected.at("frames_u8").scalar_type(), at::kByte);
+    EXPECT_EQ(expected.at("frames_u8").size(0), params.at("num_frames").as_int());
+  } else {
+    EXPECT_EQ(expected.at("frames").scalar_type(), at::kHalf);
+    EXPECT_EQ(expected.at("frames").size(1), params.at("num_frames").as_int());
+    EXPECT_LE(expected.at("frames").abs().max().item<float>(), 1.01f);
   }
 }
+
+FLASHVSR_FIXTURE_TESTS(SafetensorsFixtures);
 
 TEST(Safetensors, MissingFileIsNotFound) {
   const std::string dir = t::scratch_dir("safetensors_missing");

@@ -2,6 +2,7 @@
 #include "test_support.h"
 
 #include "file_util.h"
+#include "json.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -10,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -18,6 +20,12 @@
 
 namespace flashvsr::test {
 
+std::string vendored_fixtures_dir() {
+  if (const char* env = std::getenv("FLASHVSR_VENDORED_FIXTURES"); env && *env) return env;
+  if (const char* src = std::getenv("FLASHVSR_SOURCE_ROOT"); src && *src) return join_path(src, "tests/data");
+  return "tests/data";
+}
+
 std::string fixtures_dir() {
   if (const char* env = std::getenv("FLASHVSR_FIXTURES"); env && *env) return env;
   if (const char* src = std::getenv("FLASHVSR_SOURCE_ROOT"); src && *src)
@@ -25,14 +33,97 @@ std::string fixtures_dir() {
   return "../shared/fixtures";
 }
 
-std::vector<std::string> fixture_dirs() {
+namespace {
+
+std::vector<std::string> fixtures_in(const std::string& root) {
   std::vector<std::string> dirs;
-  for (const auto& name : list_directory(fixtures_dir())) {
-    const std::string dir = join_path(fixtures_dir(), name);
+  for (const auto& name : list_directory(root)) {
+    const std::string dir = join_path(root, name);
     if (is_directory(dir) && is_regular_file(join_path(dir, "params.json"))) dirs.push_back(dir);
   }
   return dirs;
 }
+
+}  // namespace
+
+std::vector<std::string> vendored_fixture_dirs() { return fixtures_in(vendored_fixtures_dir()); }
+
+std::vector<std::string> extra_fixture_dirs() {
+  std::vector<std::string> vendored_names;
+  for (const auto& dir : vendored_fixture_dirs()) vendored_names.push_back(base_name(dir));
+  std::vector<std::string> dirs;
+  for (const auto& dir : fixtures_in(fixtures_dir()))
+    if (std::find(vendored_names.begin(), vendored_names.end(), base_name(dir)) == vendored_names.end())
+      dirs.push_back(dir);
+  return dirs;
+}
+
+std::vector<std::string> fixture_dirs() {
+  std::vector<std::string> dirs = vendored_fixture_dirs();
+  for (auto& dir : extra_fixture_dirs()) dirs.push_back(std::move(dir));
+  return dirs;
+}
+
+std::string fixture_variant(const std::string& dir) {
+  const JsonValue params = JsonValue::parse(read_file(join_path(dir, "params.json")));
+  return params.has("variant") ? params.at("variant").as_string("variant") : "tiny";
+}
+
+std::string unsupported_fixture_reason(const std::string& dir) {
+  const std::string variant = fixture_variant(dir);
+  if (variant == "tiny") return "";
+  return "variant " + variant + ": not implemented yet";
+}
+
+bool skip_unsupported_fixture(const std::string& dir) {
+  const std::string why = unsupported_fixture_reason(dir);
+  if (why.empty()) return false;
+  std::printf("[ SKIPPED  ] %s: %s\n", base_name(dir).c_str(), why.c_str());
+  std::fflush(stdout);
+  return true;
+}
+
+void FixtureTest::SetUp() {
+  const std::string why = unsupported_fixture_reason(fixture());
+  if (!why.empty()) GTEST_SKIP() << base_name(fixture()) << ": " << why;
+}
+
+std::string fixture_case_name(const ::testing::TestParamInfo<std::string>& info) {
+  std::string name = base_name(info.param);
+  for (char& c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  return name;
+}
+
+std::string vendored_fixture() {
+  const auto dirs = vendored_fixture_dirs();
+  if (dirs.empty()) throw std::runtime_error("no vendored fixture under " + vendored_fixtures_dir());
+  return dirs.front();
+}
+
+namespace {
+
+// See test_support.h: exit status 77 when nothing passed but something was skipped (or nothing selected).
+// OnTestProgramEnd comes after the XML report (written at the end of the iteration) and the summary.
+class SkipStatus : public ::testing::EmptyTestEventListener {
+  void OnTestProgramEnd(const ::testing::UnitTest& u) override {
+    if (u.Failed() || u.failed_test_count() > 0 || u.successful_test_count() > 0) return;
+    if (u.skipped_test_count() > 0)
+      std::printf("[  SKIP    ] no test passed, %d skipped: exit status 77 (SKIP)\n", u.skipped_test_count());
+    else
+      std::printf("[  SKIP    ] no test selected: exit status 77 (SKIP)\n");
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::exit(77);
+  }
+};
+
+const bool skip_status_installed = [] {
+  ::testing::UnitTest::GetInstance()->listeners().Append(new SkipStatus);
+  return true;
+}();
+
+}  // namespace
 
 std::string scratch_dir(const std::string& name) {
   std::string base;

@@ -28,12 +28,17 @@ namespace {
 const char* kUsage =
     "usage: flashvsr-parity [--device cpu|cuda|cuda:N] [--dtype fp32|bf16|fp16] [--threshold DB]\n"
     "                       [--intermediate-tol REL] [--attention auto|reference|cuda] [--skip-missing]\n"
-    "                       FIXTURE_DIR...\n"
-    "A FIXTURE_DIR is a fixture (holding params.json) or a directory of fixtures.\n"
+    "                       [--exclude-from DIR] FIXTURE_DIR...\n"
+    "A FIXTURE_DIR is a fixture (holding params.json) or a directory of fixtures. A fixture of a variant the\n"
+    "engine does not implement (params.json \"variant\": \"full\") is skipped, named. --exclude-from DIR: a\n"
+    "fixture whose name is also a fixture under DIR is not run again when its files are identical to that\n"
+    "one (it is run when they differ, and said so).\n"
     "Defaults: --threshold 45 (dB, every frame; end-to-end from lr_frames: threshold - 5),\n"
     "--intermediate-tol 1e-3 in fp32 on the CPU, 3e-3 in fp32 on CUDA (LibTorch's default TF32 convolutions),\n"
-    "3e-2 in bf16/fp16. Exit status: 0 all passed, 1 a check failed,\n"
-    "2 bad usage or unreadable fixture, 77 (with --skip-missing) no fixture found.\n";
+    "3e-2 in bf16/fp16. The last line says how many fixtures were checked and skipped, naming them.\n"
+    "Exit status: 0 all checked fixtures passed (at least one), 1 a check failed, 2 bad usage or unreadable\n"
+    "fixture or no fixture found, 77 (SKIP) every fixture found was skipped, or (with --skip-missing) none\n"
+    "was found.\n";
 
 struct Options {
   at::Device device = at::kCPU;
@@ -234,6 +239,42 @@ bool run_fixture(const std::string& dir, const Options& opt) {
   return ok;
 }
 
+std::string join(const std::vector<std::string>& v, const std::string& sep) {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? sep : "") + v[i];
+  return out;
+}
+
+// "" when the engine implements the fixture's variant, else why not. Implemented variants: tiny (also
+// tests/test_support.cpp's unsupported_fixture_reason: add the Full variant to both when it lands).
+std::string unsupported_reason(const std::string& dir) {
+  const JsonValue params = JsonValue::parse(read_text(join_path(dir, "params.json")));
+  const std::string variant = params.has("variant") ? params.at("variant").as_string("variant") : "tiny";
+  return variant == "tiny" ? "" : "variant " + variant + ": not implemented yet";
+}
+
+// The regular files under dir, as paths relative to it, sorted.
+void relative_files(const std::string& dir, const std::string& prefix, std::vector<std::string>& out) {
+  for (const auto& name : list_directory(join_path(dir, prefix))) {
+    const std::string rel = prefix.empty() ? name : join_path(prefix, name);
+    if (is_directory(join_path(dir, rel)))
+      relative_files(dir, rel, out);
+    else if (is_regular_file(join_path(dir, rel)))
+      out.push_back(rel);
+  }
+}
+
+// "" when the two fixture directories hold the same files with the same bytes, else the first difference.
+std::string fixture_difference(const std::string& a, const std::string& b) {
+  std::vector<std::string> fa, fb;
+  relative_files(a, "", fa);
+  relative_files(b, "", fb);
+  if (fa != fb) return "not the same files";
+  for (const auto& f : fa)
+    if (read_text(join_path(a, f)) != read_text(join_path(b, f))) return f + " differs";
+  return "";
+}
+
 std::vector<std::string> collect_fixtures(const std::vector<std::string>& args) {
   std::vector<std::string> dirs;
   for (const auto& a : args) {
@@ -251,7 +292,8 @@ std::vector<std::string> collect_fixtures(const std::vector<std::string>& args) 
 
 int main(int argc, char** argv) {
   try {
-    cli::Args args(argc, argv, {"device", "dtype", "threshold", "intermediate-tol", "attention"}, {"skip-missing", "help"});
+    cli::Args args(argc, argv, {"device", "dtype", "threshold", "intermediate-tol", "attention", "exclude-from"},
+                   {"skip-missing", "help"});
     if (args.has("help") || args.positional().empty()) {
       std::fputs(kUsage, args.has("help") ? stdout : stderr);
       return args.has("help") ? 0 : 2;
@@ -265,26 +307,51 @@ int main(int argc, char** argv) {
     opt.attention = parse_attention_backend(args.str("attention", "auto"));
     check_device(opt.device);
 
-    const auto fixtures = collect_fixtures(args.positional());
+    std::vector<std::string> fixtures;
+    for (const auto& dir : collect_fixtures(args.positional())) {
+      if (args.has("exclude-from")) {
+        const std::string other = join_path(args.str("exclude-from", ""), base_name(dir));
+        if (is_regular_file(join_path(other, "params.json"))) {
+          const std::string diff = fixture_difference(dir, other);
+          if (diff.empty()) {
+            std::printf("%s: identical to %s, checked there: not run again\n", base_name(dir).c_str(), other.c_str());
+            continue;
+          }
+          std::printf("%s: differs from %s (%s): run as well\n", base_name(dir).c_str(), other.c_str(), diff.c_str());
+        }
+      }
+      fixtures.push_back(dir);
+    }
     if (fixtures.empty()) {
-      std::fprintf(stderr, "flashvsr-parity: no fixture (a directory with params.json) under the given paths\n");
+      std::printf("parity: 0 fixtures checked: no fixture (a directory with params.json) left under %s%s\n",
+                  join(args.positional(), " ").c_str(), args.has("skip-missing") ? " (SKIP)" : "");
       return args.has("skip-missing") ? 77 : 2;
     }
-    int failed = 0;
+    std::vector<std::string> checked, skipped, failed;
     for (const auto& dir : fixtures) {
+      const std::string name = base_name(dir);
       try {
-        if (!run_fixture(dir, opt)) ++failed;
+        if (const std::string why = unsupported_reason(dir); !why.empty()) {
+          std::printf("%s SKIP (%s)\n", name.c_str(), why.c_str());
+          skipped.push_back(name + ": " + why);
+          continue;
+        }
+        checked.push_back(name);
+        if (!run_fixture(dir, opt)) failed.push_back(name);
       } catch (const Error& e) {
-        std::printf("%s error: %s FAIL\n", base_name(dir).c_str(), e.what());
-        ++failed;
+        std::printf("%s error: %s FAIL\n", name.c_str(), e.what());
+        failed.push_back(name);
       } catch (const c10::Error& e) {
-        std::printf("%s error: %s FAIL\n", base_name(dir).c_str(), e.what_without_backtrace());
-        ++failed;
+        std::printf("%s error: %s FAIL\n", name.c_str(), e.what_without_backtrace());
+        failed.push_back(name);
       }
     }
-    std::printf("%zu fixture(s), %d failed (device %s, %s)\n", fixtures.size(), failed, opt.device.str().c_str(),
-                dtype_name(opt.dtype));
-    return failed ? 1 : 0;
+    auto list = [](const std::vector<std::string>& v) { return v.empty() ? std::string() : " (" + join(v, ", ") + ")"; };
+    std::printf("parity: %zu fixture(s) checked%s, %zu skipped%s, %zu failed%s (device %s, %s)\n", checked.size(),
+                list(checked).c_str(), skipped.size(), list(skipped).c_str(), failed.size(), list(failed).c_str(),
+                opt.device.str().c_str(), dtype_name(opt.dtype));
+    if (!failed.empty()) return 1;
+    return checked.empty() ? 77 : 0;
   } catch (const Error& e) {
     std::fprintf(stderr, "flashvsr-parity: %s\n", e.what());
     return 2;
