@@ -402,12 +402,6 @@ std::optional < flashvsr::PixelFormat > pixel_format_of (GstVideoFormat format)
   }
 }
 
-/* The Y'CbCr matrix, range and chroma siting of YUV caps. An unknown matrix or range (caps that do not
- * say) gets GStreamer's default for the frame height: BT.2020 from 2160 lines, BT.709 above 576, else
- * BT.601; limited range. An unknown chroma siting gets the default of GStreamer's video-info.c
- * (set_default_chroma_site since 1.26, set_default_colorimetry before): mpeg2 (horizontally co-sited)
- * above 576 lines, else jpeg (centred). Other matrices (FCC, SMPTE 240M) and alternate-line sitings
- * (ALT_LINE, dv) are not supported: nullopt. */
 /* gst_video_info_from_caps, keeping an explicit chroma-site: before GStreamer 1.26 it is replaced by the
  * default for the height when the caps carry no colorimetry. */
 static gboolean
@@ -422,6 +416,12 @@ video_info_from_caps (GstVideoInfo * info, const GstCaps * caps)
   return TRUE;
 }
 
+/* The Y'CbCr matrix, range and chroma siting of YUV caps. An unknown matrix or range (caps that do not
+ * say) gets GStreamer's default for the frame height: BT.2020 from 2160 lines, BT.709 above 576, else
+ * BT.601; limited range. An unknown chroma siting gets the default of GStreamer's video-info.c
+ * (set_default_chroma_site since 1.26, set_default_colorimetry before): mpeg2 (horizontally co-sited)
+ * above 576 lines, else jpeg (centred). Other matrices (FCC, SMPTE 240M) and alternate-line sitings
+ * (ALT_LINE, dv) are not supported: nullopt. */
 std::optional < flashvsr::YuvSpec > yuv_spec_of (const GstVideoInfo * info)
 {
   flashvsr::YuvSpec spec;
@@ -1233,51 +1233,6 @@ gst_flashvsr_free_stream (GstFlashVsr * self)
   priv->out_conv.reset ();
 }
 
-/* Starts the engine's stream afresh, with the settings as they are now (properties changed while
- * PLAYING apply from here). Posts an error and frees the stream when the new settings fail. */
-static void
-gst_flashvsr_reset_stream (GstFlashVsr * self)
-{
-  GstFlashVsrPrivate *priv = self->priv;
-
-  gst_flashvsr_clear_pending (self);
-  if (!priv->stream)
-    return;
-
-  Settings s;
-  std::shared_ptr < const flashvsr::Model > model;
-  {
-    std::lock_guard < std::mutex > guard (priv->lock);
-    s = priv->settings;
-    model = priv->model;
-  }
-  const flashvsr::StreamOptions o = stream_options (s, &priv->in_info,
-      &priv->out_info);
-  if (same_stream (o, priv->stream->options ())
-      && s.noise_file == priv->stream_noise_file) {
-    priv->stream->reset ();
-    return;
-  }
-  GST_INFO_OBJECT (self, "settings changed: new engine stream");
-  try {
-    c10::InferenceMode inference;
-    priv->stream = make_engine_stream (model, o, s.noise_file);
-    priv->stream_noise_file = s.noise_file;
-    return;
-  }
-  catch (const flashvsr::Error & e) {
-    FLASHVSR_POST_SETUP_ERROR (self, e.kind (),
-        std::string ("Could not restart the FlashVSR stream: ") + e.what (),
-        std::string ("after a reset"));
-  }
-  catch (const std::exception & e) {
-    FLASHVSR_POST_ERROR (self, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_INIT,
-        std::string ("Could not restart the FlashVSR stream: ") + e.what (),
-        std::string ("after a reset"));
-  }
-  gst_flashvsr_free_stream (self);
-}
-
 /* Sets up the engine stream and the frame converters for the negotiated in_info/out_info, with the
  * settings as they are now. Posts an error (RESOURCE/SETTINGS, LIBRARY/INIT) and returns FALSE when the
  * engine refuses them, e.g. frames too large for the attention's key-window limit. */
@@ -1355,6 +1310,34 @@ gst_flashvsr_setup_stream (GstFlashVsr * self)
         flashvsr::attention_backend_name (attention.backend),
         model->device ().str ().c_str (), attention.backend_reason.c_str ());
   return TRUE;
+}
+
+/* Starts the engine's stream afresh, with the settings as they are now (properties changed while
+ * PLAYING apply from here). Posts an error and frees the stream when the new settings fail. */
+static void
+gst_flashvsr_reset_stream (GstFlashVsr * self)
+{
+  GstFlashVsrPrivate *priv = self->priv;
+
+  gst_flashvsr_clear_pending (self);
+  if (!priv->stream)
+    return;
+
+  Settings s;
+  {
+    std::lock_guard < std::mutex > guard (priv->lock);
+    s = priv->settings;
+  }
+  const flashvsr::StreamOptions o = stream_options (s, &priv->in_info,
+      &priv->out_info);
+  if (same_stream (o, priv->stream->options ())
+      && s.noise_file == priv->stream_noise_file) {
+    priv->stream->reset ();
+    return;
+  }
+  GST_INFO_OBJECT (self, "settings changed: new engine stream");
+  /* On failure the error is posted and the stream freed, as when caps arrive. */
+  priv->negotiated = gst_flashvsr_setup_stream (self);
 }
 
 /* When upstream is live, times a first chunk on a scratch stream (flashvsr::time_first_chunk) so that

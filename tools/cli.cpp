@@ -69,6 +69,14 @@ int64_t Args::integer(const std::string& name, int64_t fallback) const {
   throw Error(Error::Kind::BadSettings, "option --" + name + ": '" + it->second + "' is not an integer");
 }
 
+at::Tensor reference_frames_u8(const std::map<std::string, at::Tensor>& expected, const std::string& path) {
+  if (auto it = expected.find("frames_u8"); it != expected.end()) return it->second;
+  auto it = expected.find("frames");
+  if (it == expected.end()) throw Error(Error::Kind::BadFile, path + ": missing tensor 'frames_u8' or 'frames'");
+  const at::Tensor f = it->second.to(at::kFloat);  // [3, N, H, W]
+  return ((f + 1) * 127.5).round().clamp(0, 255).to(at::kByte).permute({1, 2, 3, 0}).contiguous();
+}
+
 std::vector<double> psnr_per_frame(const at::Tensor& a, const at::Tensor& b) {
   auto diff = a.to(at::kDouble) - b.to(at::kDouble);
   auto mse = diff.pow(2).flatten(1).mean(1);

@@ -27,6 +27,11 @@ class Args {
   std::vector<std::string> positional_;
 };
 
+// A golden fixture's output frames (fixtures README) as uint8 [N, H, W, 3]: `frames_u8` as is, or
+// `frames` [3, N, H, W] in [-1, 1] rounded as the reference does. `expected` is the fixture's
+// expected.safetensors read from `path` (named in the error when neither tensor is there).
+at::Tensor reference_frames_u8(const std::map<std::string, at::Tensor>& expected, const std::string& path);
+
 // Per-frame PSNR in dB of two uint8 [N, H, W, C] tensors (infinity where equal).
 std::vector<double> psnr_per_frame(const at::Tensor& a, const at::Tensor& b);
 std::string format_db(double db);

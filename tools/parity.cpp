@@ -82,13 +82,6 @@ StreamOptions stream_options(const JsonValue& p, const TensorMap& input, const s
   return o;
 }
 
-// The expected output as uint8 [N, H, W, 3]: frames_u8 as is, or frames [3, N, H, W] in [-1, 1] rounded.
-at::Tensor expected_u8(const TensorMap& expected, const std::string& path) {
-  if (auto it = expected.find("frames_u8"); it != expected.end()) return it->second;
-  at::Tensor f = need(expected, path, "frames").to(at::kFloat);
-  return ((f + 1) * 127.5).round().clamp(0, 255).to(at::kByte).permute({1, 2, 3, 0}).contiguous();
-}
-
 struct Collected {
   std::map<std::string, at::Tensor> tensors;  // "chunkK.name" -> float32 CPU
 };
@@ -153,7 +146,7 @@ bool run_fixture(const std::string& dir, const Options& opt) {
   const at::Tensor lr = need(input, input_path, "lr_frames");
   const at::Tensor lq = need(input, input_path, "lq_video_u8");
   const at::Tensor noise = need(input, input_path, "noise");
-  const at::Tensor want = expected_u8(expected, expected_path);
+  const at::Tensor want = cli::reference_frames_u8(expected, expected_path);
   if (lr.size(0) != N || want.size(0) != N || lq.size(0) < N)
     throw Error(Error::Kind::BadFile, dir + ": num_frames " + std::to_string(N) + " disagrees with lr_frames " +
                                           shape_string(lr.sizes().vec()) + " / expected " + shape_string(want.sizes().vec()));

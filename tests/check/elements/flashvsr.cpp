@@ -5,6 +5,7 @@
 // Everything runs on the CPU with a tiny random model written by the tests; CUDA cases skip without a GPU.
 #include "harness_util.h"
 
+#include "cli.h"
 #include "file_util.h"
 #include "json.h"
 #include "model_maker.h"
@@ -21,7 +22,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <map>
 #include <mutex>
 #include <string>
 #include <tuple>
@@ -364,13 +364,8 @@ TEST(Caps, CudaAttentionOnTheCpuIsRefusedAtNegotiationWithAnErrorMessage) {
   EXPECT_EQ(run.push_rgb(random_frames(25, 24, 32, 5)), GST_FLOW_NOT_NEGOTIATED);
   GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
   ASSERT_NE(msg, nullptr);
-  GQuark domain;
-  int code;
-  const std::string text = error_text(msg, &domain, &code);
-  EXPECT_EQ(domain, GST_RESOURCE_ERROR);
-  EXPECT_EQ(code, static_cast<int>(GST_RESOURCE_ERROR_SETTINGS));
+  const std::string text = checked_error_text(msg, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS);
   EXPECT_NE(text.find("cuda"), std::string::npos) << text;
-  gst_message_unref(msg);
   // The stream is gone: later buffers are refused, without another crash or error.
   EXPECT_EQ(run.push_rgb(random_frames(1, 24, 32, 6), 25), GST_FLOW_NOT_NEGOTIATED);
 }
@@ -1044,12 +1039,7 @@ TEST(Errors, KvRatioBeyondTheKeyWindowLimitIsRefusedAtNegotiationWithTheNumbers)
   EXPECT_EQ(run.push_rgb(random_frames(1, 512, 512, 7)), GST_FLOW_NOT_NEGOTIATED);
   GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
   ASSERT_NE(msg, nullptr);
-  GQuark domain;
-  int code;
-  const std::string text = error_text(msg, &domain, &code);
-  gst_message_unref(msg);
-  EXPECT_EQ(domain, GST_RESOURCE_ERROR);
-  EXPECT_EQ(code, static_cast<int>(GST_RESOURCE_ERROR_SETTINGS));
+  const std::string text = checked_error_text(msg, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS);
   EXPECT_NE(text.find("16640 key windows"), std::string::npos) << text;
   EXPECT_NE(text.find("kv ratio of at most 63"), std::string::npos) << text;
 }
@@ -1219,31 +1209,6 @@ INSTANTIATE_TEST_SUITE_P(Launch, Launch,
 // A fixture's release-layout model (bf16 LQ projection, its own sizes) through the element
 // ------------------------------------------------------------------------------------------------
 
-namespace {
-
-// Whether a fixture is of the Tiny variant (params.json without "variant", or "tiny"); says so when not.
-bool is_tiny_fixture(const std::string& fixture, const std::map<std::string, JsonValue>& p) {
-  if (!p.count("variant") || p.at("variant").as_string() == "tiny") return true;
-  std::printf("[ SKIPPED  ] %s: variant %s not implemented yet\n", fixture.c_str(), p.at("variant").as_string().c_str());
-  return false;
-}
-
-// PSNR of one uint8 frame against another over all pixels (inf when equal).
-double psnr_u8(const at::Tensor& got, const at::Tensor& want) {
-  const double mse = (got.to(at::kDouble) - want.to(at::kDouble)).pow(2).mean().item<double>();
-  return mse == 0.0 ? INFINITY : 10.0 * std::log10(255.0 * 255.0 / mse);
-}
-
-// The reference's output frames as uint8 [N, H, W, 3] (fixtures/README.md: frames_u8, or frames in [-1, 1]).
-at::Tensor reference_frames_u8(const std::string& fixture) {
-  const TensorMap expected = read_safetensors(fixture + "/expected.safetensors");
-  if (auto it = expected.find("frames_u8"); it != expected.end()) return it->second;
-  const at::Tensor f = expected.at("frames").to(at::kFloat);  // [3, N, H, W]
-  return ((f + 1) * 127.5).round().clamp(0, 255).to(at::kByte).permute({1, 2, 3, 0}).contiguous();
-}
-
-}  // namespace
-
 TEST(Fixtures, FixtureModelsGiveTheEnginesOutput) {
   const auto dirs = test::fixture_dirs();
   if (dirs.empty()) GTEST_SKIP() << "no fixtures under " << test::fixtures_dir();
@@ -1253,7 +1218,7 @@ TEST(Fixtures, FixtureModelsGiveTheEnginesOutput) {
     SCOPED_TRACE(fixture);
     const JsonValue params = JsonValue::parse(test::read_file(fixture + "/params.json"));
     const auto& p = params.as_object();
-    if (!is_tiny_fixture(fixture, p)) continue;
+    if (test::skip_unsupported_fixture(fixture)) continue;
     at::Tensor lr = read_safetensors(fixture + "/input.safetensors").at("lr_frames");
     lr = lr.narrow(0, 0, std::min<int64_t>(lr.size(0), 9)).contiguous();
     const int64_t h = lr.size(1), w = lr.size(2);
@@ -1298,7 +1263,7 @@ TEST(Fixtures, ElementReproducesTheReferenceOutputOfEveryFixture) {
     SCOPED_TRACE(fixture);
     const JsonValue params = JsonValue::parse(test::read_file(fixture + "/params.json"));
     const auto& p = params.as_object();
-    if (!is_tiny_fixture(fixture, p)) continue;
+    if (test::skip_unsupported_fixture(fixture)) continue;
     const at::Tensor lr = read_safetensors(fixture + "/input.safetensors").at("lr_frames");  // [N, h, w, 3]
     const int64_t n = lr.size(0), h = lr.size(1), w = lr.size(2);
     char props[1024];
@@ -1319,10 +1284,11 @@ TEST(Fixtures, ElementReproducesTheReferenceOutputOfEveryFixture) {
     const GstVideoInfo info = run.output_info();
     ASSERT_EQ(GST_VIDEO_INFO_WIDTH(&info), p.at("width").as_int());
     ASSERT_EQ(GST_VIDEO_INFO_HEIGHT(&info), p.at("height").as_int());
-    const at::Tensor got = rgb_of(info, out), want = reference_frames_u8(fixture);
+    const std::string expected = fixture + "/expected.safetensors";
+    const at::Tensor got = rgb_of(info, out), want = cli::reference_frames_u8(read_safetensors(expected), expected);
     ASSERT_EQ(got.sizes(), want.sizes());
-    double worst = INFINITY;
-    for (int64_t i = 0; i < n; ++i) worst = std::min(worst, psnr_u8(got[i], want[i]));
+    const std::vector<double> psnr = cli::psnr_per_frame(got, want);
+    const double worst = *std::min_element(psnr.begin(), psnr.end());
     EXPECT_GE(worst, 45.0) << "lowest frame PSNR";
     std::printf("element parity %s: %lld frames, lowest PSNR %.2f dB\n", fixture.c_str(),
                 static_cast<long long>(n), worst);

@@ -279,4 +279,14 @@ std::string error_text(GstMessage* msg, GQuark* domain, int* code) {
   return text;
 }
 
+std::string checked_error_text(GstMessage* msg, GQuark domain, int code) {
+  GQuark got_domain = 0;
+  int got_code = 0;
+  const std::string text = error_text(msg, &got_domain, &got_code);
+  gst_message_unref(msg);
+  EXPECT_EQ(g_quark_to_string(got_domain), std::string(g_quark_to_string(domain))) << text;
+  EXPECT_EQ(got_code, code) << text;
+  return text;
+}
+
 }  // namespace flashvsr::check

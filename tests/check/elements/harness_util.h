@@ -86,6 +86,9 @@ void expect_equal_frames(const at::Tensor& got, const at::Tensor& want, const st
 
 // "message | debug" of an ERROR message, with its domain and code when asked for.
 std::string error_text(GstMessage* msg, GQuark* domain = nullptr, int* code = nullptr);
+// error_text of an ERROR message (not null), checked to be of `domain` and `code` (a test failure names
+// what it was instead); unrefs the message.
+std::string checked_error_text(GstMessage* msg, GQuark domain, int code);
 
 // Runs a launch line to EOS (or error, or timeout); returns "" on EOS, else the error text.
 std::string run_pipeline(GstElement* pipeline, GstClockTime timeout);

@@ -95,12 +95,7 @@ double mib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0
 void expect_stream_failed(GstBus* bus, const std::string& must_contain) {
   GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
   ASSERT_NE(msg, nullptr) << "no error message";
-  GQuark domain;
-  int code;
-  const std::string text = error_text(msg, &domain, &code);
-  gst_message_unref(msg);
-  EXPECT_EQ(domain, GST_STREAM_ERROR);
-  EXPECT_EQ(code, GST_STREAM_ERROR_FAILED);
+  const std::string text = checked_error_text(msg, GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED);
   EXPECT_NE(text.find(must_contain), std::string::npos) << text;
   EXPECT_NE(text.find("stream state freed"), std::string::npos) << text;
   ::testing::Test::RecordProperty("error", text.substr(0, 300));
@@ -356,12 +351,7 @@ TEST(ModelFiles, CorruptedFilesFailTheNextLoadCleanlyWhileRunningStreamsGoOn) {
   gst_util_set_object_arg(G_OBJECT(late), "precision", "fp32");
   GstMessage* msg = error_reaching(late, GST_STATE_READY);
   ASSERT_NE(msg, nullptr);
-  GQuark domain;
-  int code;
-  const std::string text = error_text(msg, &domain, &code);
-  gst_message_unref(msg);
-  EXPECT_EQ(domain, GST_RESOURCE_ERROR);
-  EXPECT_EQ(code, GST_RESOURCE_ERROR_READ);
+  const std::string text = checked_error_text(msg, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_READ);
   EXPECT_NE(text.find("diffusion_pytorch_model_streaming_dmd.safetensors"), std::string::npos) << text;
 
   // The running stream keeps its model in memory and finishes correctly.
