@@ -3,6 +3,10 @@
 
 #include <cmath>
 
+#if FLASHVSR_CUDA_KERNELS
+#include "cuda/qkv_windows.h"
+#endif
+
 namespace flashvsr {
 
 namespace {
@@ -153,17 +157,21 @@ DitConstants DitConstants::compute(const DitWeights& w, const at::Tensor& prompt
 
 namespace {
 
-// The cached windows followed by this chunk's tokens partitioned into windows, in one new buffer:
-// cached [nc, 128, dim] (may be undefined), tokens [L, dim] -> [nc + n_windows, 128, dim].
-at::Tensor append_windows(const at::Tensor& cached, const at::Tensor& tokens, const WindowGrid& g) {
-  const int64_t nc = cached.defined() ? cached.size(0) : 0, C = tokens.size(1);
-  auto all = at::empty({nc + g.windows(), kWindowTokens, C}, tokens.options());
+// A new key/value buffer: the cached windows, then room for this chunk's: cached [nc, 128, dim] (may be
+// undefined) -> [nc + n_windows, 128, dim] with the last n_windows uninitialised.
+at::Tensor with_cached_windows(const at::Tensor& cached, int64_t new_windows, int64_t dim, const at::TensorOptions& o) {
+  const int64_t nc = cached.defined() ? cached.size(0) : 0;
+  auto all = at::empty({nc + new_windows, kWindowTokens, dim}, o);
   if (nc) all.narrow(0, 0, nc).copy_(cached);
-  all.narrow(0, nc, g.windows())
-      .view({g.slices(), g.rows(), g.cols(), kWindowFrames, kWindowRows, kWindowCols, C})
+  return all;
+}
+
+// tokens [L, dim] partitioned into windows, written into windows [n_windows, 128, dim] (a view).
+void write_windows(const at::Tensor& windows, const at::Tensor& tokens, const WindowGrid& g) {
+  const int64_t C = tokens.size(1);
+  windows.view({g.slices(), g.rows(), g.cols(), kWindowFrames, kWindowRows, kWindowCols, C})
       .copy_(tokens.view({g.slices(), kWindowFrames, g.rows(), kWindowRows, g.cols(), kWindowCols, C})
                  .permute({0, 2, 4, 1, 3, 5, 6}));
-  return all;
 }
 
 // x: [L, dim] -> [L, dim]; updates the block's KV cache.
@@ -171,15 +179,29 @@ at::Tensor self_attention(const DitBlockWeights& b, const DitConfig& c, KvCache&
                           const WindowGrid& grid, const RopeTable& rope, const AttentionPlan& s) {
   const int64_t L = x.size(0), D = c.dim;
   auto qkv = at::linear(x, b.qkv_w, b.qkv_b);  // [L, 3 dim]
-  auto q = rms_norm(qkv.narrow(1, 0, D), b.norm_q);
-  auto k = rms_norm(qkv.narrow(1, D, D), b.norm_k);
-  auto v = qkv.narrow(1, 2 * D, D);
-  q = apply_rope(q.view({L, c.heads, c.head_dim}), rope).view({L, D});
-  k = apply_rope(k.view({L, c.heads, c.head_dim}), rope).view({L, D});
   // Windows: [n, 128, dim]; keys/values = cached windows of earlier slices, then this chunk's.
-  auto q_w = to_windows(q, grid);
-  auto k_w = append_windows(cache.k, k, grid);
-  auto v_w = append_windows(cache.v, v, grid);
+  const int64_t nw = grid.windows();
+  auto k_w = with_cached_windows(cache.k, nw, D, qkv.options());
+  auto v_w = with_cached_windows(cache.v, nw, D, qkv.options());
+  auto k_new = k_w.narrow(0, k_w.size(0) - nw, nw), v_new = v_w.narrow(0, v_w.size(0) - nw, nw);
+  at::Tensor q_w;
+  if (s.backend == AttentionBackend::Cuda) {
+#if FLASHVSR_CUDA_KERNELS
+    // One pass over qkv: RMSNorm + RoPE of q and k, q/k/v written in window order (model/cuda/qkv_windows.h).
+    q_w = at::empty({nw, kWindowTokens, D}, qkv.options());
+    qkv_windows_cuda(qkv, b.norm_q, b.norm_k, rope, grid, c.head_dim, kEps, q_w, k_new, v_new);
+#else
+    throw Error(Error::Kind::BadSettings, "attention backend 'cuda' is not in this build");
+#endif
+  } else {
+    auto q = rms_norm(qkv.narrow(1, 0, D), b.norm_q);
+    auto k = rms_norm(qkv.narrow(1, D, D), b.norm_k);
+    q = apply_rope(q.view({L, c.heads, c.head_dim}), rope).view({L, D});
+    k = apply_rope(k.view({L, c.heads, c.head_dim}), rope).view({L, D});
+    q_w = to_windows(q, grid);
+    write_windows(k_new, k, grid);
+    write_windows(v_new, qkv.narrow(1, 2 * D, D), grid);
+  }
   const int64_t ws = grid.per_slice();
   auto mask = select_key_windows(q_w, k_w, c.heads, ws, s.local_mask, s.topk);
   auto o_w = block_sparse_attention(q_w, k_w, v_w, mask, c.heads, s.backend);

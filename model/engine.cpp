@@ -127,6 +127,7 @@ std::shared_ptr<const Model> Model::build(const std::string& dir, WeightFile dit
     m->config_.decoder = DecoderConfig::detect(dec);
     m->decoder_ = DecoderWeights::bind(dec, m->config_.decoder, o.device, o.dtype);
     warn_unused(dec);
+    if (o.log) o.log(LogLevel::Info, dec.path() + ": decoder convolutions: " + m->decoder_.epilogue_path);
 
     if (!prompt.defined() || prompt.dim() != 3 || prompt.size(0) != 1 || prompt.size(2) != m->config_.dit.text_dim ||
         !at::isFloatingType(prompt.scalar_type()))

@@ -1,6 +1,11 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "tc_decoder.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <optional>
+
 namespace flashvsr {
 
 namespace {
@@ -17,14 +22,68 @@ at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b
   return at::conv2d(x, w, b, {1, 1}, {1, 1});
 }
 
+std::optional<at::Tensor> bias_of(const at::Tensor& b) { return b.defined() ? std::optional<at::Tensor>(b) : std::nullopt; }
+
+// relu(conv3x3(x, w) + b): one cuDNN convolution with a bias + ReLU epilogue when fused.
+at::Tensor conv3x3_relu(bool fused, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {}) {
+  if (fused) return at::cudnn_convolution_relu(x, w, bias_of(b), {1, 1}, {1, 1}, {1, 1}, 1);
+  return at::relu(conv3x3(x, w, b));
+}
+
+// relu(conv3x3(x, w) + b + z): the residual joins the epilogue when fused.
+at::Tensor conv3x3_add_relu(bool fused, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                            const at::Tensor& z) {
+  if (fused) return at::cudnn_convolution_add_relu(x, w, z, 1, bias_of(b), {1, 1}, {1, 1}, {1, 1}, 1);
+  return at::relu(conv3x3(x, w, b) + z);
+}
+
 // x: [T, n, h, w]; past of frame t is x[t-1] (state.past for t = 0, zeros at the stream start).
-at::Tensor mem_block(const DecoderWeights::MemBlock& m, at::Tensor& past, const at::Tensor& x) {
-  auto prev = past.defined() ? past : at::zeros_like(x.narrow(0, 0, 1));
-  auto shifted = at::cat({prev, x.narrow(0, 0, x.size(0) - 1)}, 0);
-  past = x.narrow(0, x.size(0) - 1, 1).clone();
-  auto y = at::relu(conv3x3(at::cat({x, shifted}, 1), m.w0, m.b0));
-  y = at::relu(conv3x3(y, m.w1, m.b1));
-  return at::relu(conv3x3(y, m.w2, m.b2) + x);
+at::Tensor mem_block(const DecoderWeights::MemBlock& m, bool fused, at::Tensor& past, const at::Tensor& x) {
+  const int64_t T = x.size(0);
+  at::Tensor y;
+  if (fused) {
+    // conv(cat(x, shifted), w0) = conv(x, w0_x) + conv(shifted, w0_past): the second product joins the first
+    // one's epilogue, and the 2n-channel concatenation is never written. Zeros (the stream start) add nothing.
+    at::Tensor shifted = T == 1 ? past : past.defined() ? at::cat({past, x.narrow(0, 0, T - 1)}, 0) : at::Tensor();
+    if (!shifted.defined() && T > 1) shifted = at::cat({at::zeros_like(x.narrow(0, 0, 1)), x.narrow(0, 0, T - 1)}, 0);
+    y = shifted.defined() ? conv3x3_add_relu(true, x, m.w0_x, m.b0, conv3x3(shifted, m.w0_past))
+                          : conv3x3_relu(true, x, m.w0_x, m.b0);
+  } else {
+    auto prev = past.defined() ? past : at::zeros_like(x.narrow(0, 0, 1));
+    auto shifted = at::cat({prev, x.narrow(0, 0, T - 1)}, 0);
+    y = conv3x3_relu(false, at::cat({x, shifted}, 1), m.w0, m.b0);
+  }
+  // The last frame's input is the next frame's past; x is never written in place, so a whole one-frame x is
+  // kept as it is (a narrowed one is copied so as not to hold the group's memory).
+  past = T == 1 ? x : x.narrow(0, T - 1, 1).clone();
+  y = conv3x3_relu(fused, y, m.w1, m.b1);
+  return conv3x3_add_relu(fused, y, m.w2, m.b2, x);
+}
+
+// Whether cuDNN runs the fused convolutions here, checked against the composed operations on a small
+// random case of this dtype; "" when it does, else the reason.
+std::string fused_epilogue_problem(at::Device d, at::ScalarType t) {
+  if (!d.is_cuda()) return "not on CUDA";
+  if (t != at::kBFloat16 && t != at::kHalf) return std::string("cuDNN fuses the epilogue in bf16/fp16, not ") + c10::toString(t);
+  try {
+    const auto o = at::TensorOptions().device(d).dtype(t);
+    const auto cl = at::MemoryFormat::ChannelsLast;
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
+    auto rnd = [&](at::IntArrayRef s) { return at::randn(s, gen, at::kFloat).to(o).contiguous(cl); };
+    auto x = rnd({2, 16, 12, 20}), w = rnd({16, 16, 3, 3}), z = rnd({2, 16, 12, 20});
+    auto b = at::randn({16}, gen, at::kFloat).to(o);
+    auto rel = [](const at::Tensor& a, const at::Tensor& ref) {
+      return ((a.to(at::kFloat) - ref.to(at::kFloat)).norm() / ref.to(at::kFloat).norm()).item<double>();
+    };
+    const double err = std::max({rel(conv3x3_add_relu(true, x, w, b, z), conv3x3_add_relu(false, x, w, b, z)),
+                                 rel(conv3x3_relu(true, x, w, b), conv3x3_relu(false, x, w, b)),
+                                 rel(conv3x3_relu(true, x, w), conv3x3_relu(false, x, w))});
+    if (!(err < 2e-2)) return "cuDNN's fused convolution differs from conv + add + relu (relative error " + std::to_string(err) + ")";
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    return "cuDNN's fused convolution failed: " + what.substr(0, what.find('\n'));
+  }
+  return "";
 }
 
 // 1x1 conv n -> n*s, then each frame's channels split into s consecutive frames: [T, n, h, w] -> [T*s, n, h, w].
@@ -43,11 +102,12 @@ at::Tensor t_grow(const at::Tensor& x, const at::Tensor& w, int64_t stride) {
 
 // Stages 0-1 and the MemBlocks of stage 2 on a group of frames: x [T, 784, h, w] -> [T', c2, 4h, 4w].
 at::Tensor run_trunk(const DecoderWeights& w, DecoderState& s, at::Tensor x) {
+  const bool fused = w.fused_epilogues;
   x = at::tanh(x / 3) * 3;
-  x = at::relu(conv3x3(x, w.in_w, w.in_b));
-  x = at::relu(conv3x3(x, w.in2_w));
+  x = conv3x3_relu(fused, x, w.in_w, w.in_b);
+  x = conv3x3_relu(fused, x, w.in2_w);
   for (int stage = 0; stage < 3; ++stage) {
-    for (int j = 0; j < 3; ++j) x = mem_block(w.mem[stage * 3 + j], s.past[stage * 3 + j], x);
+    for (int j = 0; j < 3; ++j) x = mem_block(w.mem[stage * 3 + j], fused, s.past[stage * 3 + j], x);
     if (stage == 2) break;
     // A 1x1 convolution commutes with nearest upsampling: TGrow runs at the lower resolution.
     x = t_grow(x, w.tgrow[stage], kTGrowStride[stage]);
@@ -65,8 +125,8 @@ at::Tensor run_tail(const DecoderWeights& w, const at::Tensor& trunk) {
   for (int64_t i = 0; i < grown.size(0); ++i) {
     auto x = grown.narrow(0, i, 1);
     x = at::upsample_nearest2d(x, {x.size(2) * 2, x.size(3) * 2});
-    x = at::relu(conv3x3(x, w.stage_w[2]));
-    x = at::relu(conv3x3(x, w.out1_w));
+    x = conv3x3_relu(w.fused_epilogues, x, w.stage_w[2]);
+    x = conv3x3_relu(w.fused_epilogues, x, w.out1_w);
     frames.push_back(conv3x3(x, w.out_w, w.out_b));
   }
   return at::cat(frames, 0);
@@ -120,6 +180,16 @@ DecoderWeights DecoderWeights::bind(WeightFile& f, const DecoderConfig& c, at::D
     for (auto& v : w.tgrow) cl(v);
     for (auto& v : w.stage_w) cl(v);
   }
+  const std::string problem = fused_epilogue_problem(d, t);
+  w.fused_epilogues = problem.empty();
+  if (w.fused_epilogues)
+    for (auto& m : w.mem) {
+      const int64_t n = m.w0.size(0);
+      m.w0_x = m.w0.narrow(1, 0, n).contiguous(at::MemoryFormat::ChannelsLast);
+      m.w0_past = m.w0.narrow(1, n, n).contiguous(at::MemoryFormat::ChannelsLast);
+    }
+  w.epilogue_path = w.fused_epilogues ? "cuDNN fused convolution + bias + ReLU (+ residual)"
+                                      : "convolution, then add and ReLU (" + problem + ")";
   return w;
 }
 

@@ -11,6 +11,7 @@
 #include <ATen/ATen.h>
 
 #include <array>
+#include <string>
 #include <vector>
 
 namespace flashvsr {
@@ -26,6 +27,7 @@ struct DecoderConfig {
 struct DecoderWeights {
   struct MemBlock {
     at::Tensor w0, b0, w1, b1, w2, b2;  // 3x3 convs: 2n -> n, n -> n, n -> n
+    at::Tensor w0_x, w0_past;           // w0's halves over cat(x, past) (n -> n each): only with fused epilogues
   };
   DecoderConfig config;
   at::Tensor in_w, in_b;             // decoder.1: 784 -> c0
@@ -35,6 +37,10 @@ struct DecoderWeights {
   std::array<at::Tensor, 3> stage_w; // decoder.{10,16,22}: c_i -> c_{i+1}, no bias
   at::Tensor out1_w;                 // decoder.24: c3 -> c3, no bias
   at::Tensor out_w, out_b;           // decoder.26: c3 -> 3
+  // Whether relu(conv + bias [+ residual]) runs as one cuDNN fused convolution (CUDA, bf16/fp16, when a probe
+  // at bind time matched the composed operations) or as conv, add and relu; `epilogue_path` says which and why.
+  bool fused_epilogues = false;
+  std::string epilogue_path;
 
   static DecoderWeights bind(WeightFile& file, const DecoderConfig& config, at::Device device, at::ScalarType dtype);
 };

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/InferenceMode.h>
 
 #include <cmath>
@@ -126,4 +127,45 @@ TEST(Dit, RejectsLatentsOfTheWrongShape) {
   DitState st;
   EXPECT_THROW(dit_forward(m->dit(), m->dit_constants(), st, test::seeded_randn({1, 16, 3, 16, 16}, 1), {}, rope.table(0, 3), plan), Error);
   EXPECT_THROW(dit_forward(m->dit(), m->dit_constants(), st, test::seeded_randn({1, 8, 2, 16, 16}, 1), {}, rope.table(0, 2), plan), Error);
+}
+
+#if FLASHVSR_CUDA_KERNELS
+#include "cuda/qkv_windows.h"
+#endif
+
+// The fused q/k/v preparation of the CUDA path against the composed operations of the reference path
+// (RMSNorm, RoPE, window partition), on random inputs, with the outputs poisoned first.
+TEST(Dit, CudaFusedQkvWindowsMatchTheComposedOperations) {
+#if FLASHVSR_CUDA_KERNELS
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  c10::InferenceMode guard;
+  const at::Device dev(at::kCUDA, 0);
+  for (const auto dtype : {at::kBFloat16, at::kHalf}) {
+    const int64_t D = 384, hd = 128, heads = D / hd;
+    const WindowGrid grid{4, 16, 24};
+    const int64_t L = grid.f * grid.h * grid.w, nw = grid.windows();
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(41);
+    const auto o = at::TensorOptions().device(dev).dtype(dtype);
+    auto qkv = (at::randn({L, 3 * D}, gen, at::kFloat) * 3).to(o);
+    auto nq = (at::rand({D}, gen, at::kFloat) + 0.5).to(o), nk = (at::rand({D}, gen, at::kFloat) + 0.5).to(o);
+    Rope rope(hd, grid.h, grid.w, dev);
+    const RopeTable table = rope.table(5, grid.f);
+    auto nan = [&] { return at::full({nw, kWindowTokens, D}, NAN, o); };
+    at::Tensor q_w = nan(), k_w = nan(), v_w = nan();
+    qkv_windows_cuda(qkv, nq, nk, table, grid, hd, 1e-6, q_w, k_w, v_w);
+
+    auto composed = [&](int part, const at::Tensor& w) {
+      auto x = qkv.narrow(1, part * D, D);
+      if (w.defined()) x = apply_rope(at::rms_norm(x, {D}, w, 1e-6).view({L, heads, hd}), table).view({L, D});
+      return to_windows(x, grid).to(at::kFloat);
+    };
+    auto rel = [](const at::Tensor& a, const at::Tensor& ref) { return ((a.to(at::kFloat) - ref).norm() / ref.norm()).item<double>(); };
+    EXPECT_TRUE(q_w.isfinite().all().item<bool>() && k_w.isfinite().all().item<bool>()) << "every element written";
+    EXPECT_LT(rel(q_w, composed(0, nq)), 1e-2) << c10::toString(dtype);
+    EXPECT_LT(rel(k_w, composed(1, nk)), 1e-2) << c10::toString(dtype);
+    EXPECT_TRUE(at::equal(v_w.to(at::kFloat), composed(2, {}))) << "v is only partitioned";
+  }
+#else
+  GTEST_SKIP() << "built without the CUDA kernels (gpu_kernels / nvcc / CUDA LibTorch)";
+#endif
 }

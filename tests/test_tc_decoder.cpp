@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/InferenceMode.h>
 
 using namespace flashvsr;
@@ -136,4 +137,31 @@ TEST(TcDecoder, MismatchedConditionIsAnError) {
   DecoderState s;
   EXPECT_THROW(decode_chunk(weights(), s, test::seeded_randn({1, 16, 2, 4, 4}, 1), test::seeded_randn({1, 3, 9, 32, 32}, 2)), Error);
   EXPECT_THROW(decode_chunk(weights(), s, test::seeded_randn({1, 16, 2, 4, 4}, 1), test::seeded_randn({1, 3, 8, 32, 16}, 2)), Error);
+}
+
+// On CUDA in bf16 the ReLU convolutions run as cuDNN fused convolutions (bias, residual and ReLU in the
+// epilogue); the composed conv, add and relu of the same weights are the expectation.
+TEST(TcDecoder, CudaFusedEpiloguesMatchTheComposedOperationsInEveryGrouping) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  c10::InferenceMode guard;
+  LoadOptions o;
+  o.device = at::Device(at::kCUDA, 0);
+  o.dtype = at::kBFloat16;
+  auto m = Model::from_tensors(make_random_model(ModelSpec::tiny(), 33), o);
+  ASSERT_TRUE(m->decoder().fused_epilogues) << m->decoder().epilogue_path;
+  DecoderWeights composed = m->decoder();
+  composed.fused_epilogues = false;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(34);
+  const auto cuda = at::TensorOptions().device(o.device).dtype(o.dtype);
+  DecoderState fused_state, composed_state;
+  for (int chunk = 0; chunk < 2; ++chunk) {  // the second chunk reads the MemBlock memory of the first
+    auto latents = at::randn({1, 16, 2, 4, 6}, gen, at::kFloat).to(cuda);
+    auto cond = (at::rand({1, 3, 8, 32, 48}, gen, at::kFloat) * 2 - 1).to(cuda);
+    const int64_t group = chunk + 1;  // one frame at a time, then both frames of the chunk together
+    auto a = decode_chunk(m->decoder(), fused_state, latents, cond, group).to(at::kFloat);
+    auto b = decode_chunk(composed, composed_state, latents, cond, group).to(at::kFloat);
+    ASSERT_EQ(a.sizes(), b.sizes());
+    EXPECT_TRUE(a.isfinite().all().item<bool>());
+    EXPECT_LT(((a - b).norm() / b.norm()).item<double>(), 2e-2) << "chunk " << chunk;
+  }
 }

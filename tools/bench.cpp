@@ -273,7 +273,8 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
     << so.kv_ratio << ",\"color_fix\":\"" << color_fix_name(so.color_fix) << "\",\"attention\":\""
     << attention_backend_name(so.attention) << "\",\"attention_backend\":\""
     << attention_backend_name(stream.attention().backend) << "\",\"attention_slow_path\":\""
-    << stream.attention().backend_reason << "\",\"decoder_group\":" << so.decoder_group
+    << stream.attention().backend_reason << "\",\"decoder_fused_epilogues\":"
+    << (model->decoder().fused_epilogues ? "true" : "false") << ",\"decoder_group\":" << so.decoder_group
     << ",\"cudnn_benchmark\":" << (at::globalContext().benchmarkCuDNN() ? "true" : "false") << ",\"frames\":" << n
     << ",\"frames_out\":" << produced
     << ",\"load_s\":" << load_s << ",\"steady_fps\":" << 8.0 / steady << ",\"steady_chunk_ms\":" << steady * 1e3

@@ -42,6 +42,8 @@ echo "== CUDA tests"
 run_test cuda-attention "$build/tests/test_cuda_attention"
 run_test cuda-engine "$build/tests/test_engine" --gtest_filter='Cuda*:*Attention*'
 run_test cuda-colour "$build/tests/test_colour" --gtest_filter='*Cuda*'
+run_test cuda-dit "$build/tests/test_dit" --gtest_filter='*.Cuda*'
+run_test cuda-decoder "$build/tests/test_tc_decoder" --gtest_filter='*.Cuda*'
 run_test cuda-preprocess "$build/tests/test_preprocess" --gtest_filter='*Cuda*'
 if [ -f "$build/gst/libgstflashvsr.so" ]; then
   export FLASHVSR_BUILD_ROOT="$PWD/$build" FLASHVSR_SOURCE_ROOT="$PWD" FLASHVSR_FIXTURES="$fixtures" FLASHVSR_CHECK_GROUP=cuda
