@@ -1937,11 +1937,23 @@ gst_flashvsr_set_caps (GstBaseTransform * trans, GstCaps * incaps,
     gst_flashvsr_drain (self);
   }
   gst_flashvsr_free_stream (self);
+  const GstVideoInfo previous_in = priv->in_info, previous_out = priv->out_info;
+  const bool had_stream = priv->negotiated;
   priv->in_info = in_info;
   priv->out_info = out_info;
   priv->negotiated = gst_flashvsr_setup_stream (self);
-  if (!priv->negotiated)
+  if (!priv->negotiated) {
+    /* The pads keep the previous caps, and the base class does not call set_caps again for caps equal to
+     * the current ones: a fresh stream for those, so that returning to them works. */
+    if (had_stream) {
+      priv->in_info = previous_in;
+      priv->out_info = previous_out;
+      priv->negotiated = gst_flashvsr_setup_stream (self);
+      GST_INFO_OBJECT (self, "caps refused: a new stream for the previous caps is %s",
+          priv->negotiated ? "ready" : "not possible either");
+    }
     return FALSE;
+  }
 
   const GstClockTime frame = duration_of_fps (GST_VIDEO_INFO_FPS_N (&in_info),
       GST_VIDEO_INFO_FPS_D (&in_info));

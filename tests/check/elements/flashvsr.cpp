@@ -1044,6 +1044,32 @@ TEST(Errors, KvRatioBeyondTheKeyWindowLimitIsRefusedAtNegotiationWithTheNumbers)
   EXPECT_NE(text.find("kv ratio of at most 63"), std::string::npos) << text;
 }
 
+// Upstream renegotiates to a size the element refuses, then back to the size that worked. The pads keep the
+// old caps after the refusal and GstBaseTransform does not call set_caps again for caps equal to the current
+// ones, so the element must keep a working stream for them: the frames after the return come out.
+TEST(Errors, ReturningToTheLastWorkingCapsAfterARefusedChangeResumesTheStream) {
+  Harness run(element_line("kv-ratio=64"));
+  GstBus* bus = run.bus();
+  const std::string small = "video/x-raw,format=RGB,width=64,height=64,framerate=25/1";
+  run.set_caps(small);
+  ASSERT_EQ(run.push_rgb(random_frames(2, 64, 64, 8)), GST_FLOW_OK);
+  run.set_caps("video/x-raw,format=RGB,width=512,height=512,framerate=25/1");  // 16640 key windows: refused
+  EXPECT_EQ(run.push_rgb(random_frames(1, 512, 512, 9), 2), GST_FLOW_NOT_NEGOTIATED);
+  GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+  ASSERT_NE(msg, nullptr);
+  gst_message_unref(msg);
+  std::vector<GstBuffer*> before = run.pull_all();  // the first stream's 2 frames, drained at the change
+  EXPECT_EQ(before.size(), 2u);
+  for (GstBuffer* b : before) gst_buffer_unref(b);
+
+  run.set_caps(small);
+  ASSERT_EQ(run.push_rgb(random_frames(3, 64, 64, 10), 3), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  std::vector<GstBuffer*> after = run.pull_all();
+  EXPECT_EQ(after.size(), 3u) << "every frame after the return comes out";
+  for (GstBuffer* b : after) gst_buffer_unref(b);
+}
+
 TEST(Errors, MissingModelDirPropertyFailsAtReady) {
   const ErrorSeen e = error_at_ready("");
   EXPECT_EQ(e.domain, GST_RESOURCE_ERROR);
