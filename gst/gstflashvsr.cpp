@@ -386,10 +386,10 @@ gst_flashvsr_change_state (GstElement * element, GstStateChange transition)
 /* Stream                                                                                           */
 /* ------------------------------------------------------------------------------------------------ */
 
-/* Sets up the frame window (engine stream and frame converters) for the negotiated video, with the
- * settings as they are now. Posts an error (RESOURCE/SETTINGS, LIBRARY/INIT) and returns FALSE when the
- * engine refuses them, e.g. frames too large for the attention's key-window limit: the video then no
- * longer counts as negotiated. */
+/* Sets up the frame window (engine stream and frame converters) for the negotiated video `in` -> `out`
+ * (copies: the caller's may belong to the window being replaced), with the settings as they are now.
+ * Posts an error (RESOURCE/SETTINGS, LIBRARY/INIT) and returns FALSE when the engine refuses them, e.g.
+ * frames too large for the attention's key-window limit: the video then no longer counts as negotiated. */
 static gboolean
 gst_flashvsr_setup_stream (GstFlashVsr * self, const GstVideoInfo in,
     const GstVideoInfo out)
@@ -452,7 +452,8 @@ gst_flashvsr_restart_stream (GstFlashVsr * self)
 
   const GstVideoInfo in = priv->window->in_info ();
   const GstVideoInfo out = priv->window->out_info ();
-  if (stream_spec (gst_flashvsr_settings (self), &in, &out).same_stream (priv->window->spec ())) {
+  const StreamSpec spec = stream_spec (gst_flashvsr_settings (self), &in, &out);
+  if (spec.same_stream (priv->window->spec ())) {
     priv->window->flush ();
     return;
   }
