@@ -3,57 +3,43 @@
 
 namespace {
 
+// The values of the enum properties, with the nicks gst-launch-1.0 takes.
+const GEnumValue kModelVersions[] = {
+    {GST_FLASHVSR_MODEL_VERSION_1_0, "FlashVSR v1.0 (LQ projection caches the current clip)", "1.0"},
+    {GST_FLASHVSR_MODEL_VERSION_1_1, "FlashVSR v1.1 (causal LQ projection)", "1.1"},
+    {0, nullptr, nullptr}};
+const GEnumValue kPrecisions[] = {{GST_FLASHVSR_PRECISION_AUTO, "bfloat16 on CUDA devices, float32 on the CPU", "auto"},
+                                  {GST_FLASHVSR_PRECISION_BF16, "bfloat16", "bf16"},
+                                  {GST_FLASHVSR_PRECISION_FP16, "float16", "fp16"},
+                                  {GST_FLASHVSR_PRECISION_FP32, "float32", "fp32"},
+                                  {0, nullptr, nullptr}};
+const GEnumValue kColorFixes[] = {
+    {GST_FLASHVSR_COLOR_FIX_NONE, "No colour correction", "none"},
+    {GST_FLASHVSR_COLOR_FIX_ADAIN, "Per-frame mean and deviation matched to the input (AdaIN)", "adain"},
+    {GST_FLASHVSR_COLOR_FIX_WAVELET, "Low frequencies taken from the input (wavelet)", "wavelet"},
+    {0, nullptr, nullptr}};
+const GEnumValue kAttentions[] = {
+    {GST_FLASHVSR_ATTENTION_AUTO, "The CUDA kernel on CUDA devices when built, else the reference", "auto"},
+    {GST_FLASHVSR_ATTENTION_REFERENCE, "Exact reference implementation (any device)", "reference"},
+    {GST_FLASHVSR_ATTENTION_CUDA, "Block-sparse CUDA kernel (CUDA builds and devices only)", "cuda"},
+    {0, nullptr, nullptr}};
+
 // The enum type `name` of `values`, registered once (thread-safe) in *type.
 GType enum_type(GType* type, const char* name, const GEnumValue* values) {
   if (g_once_init_enter(type)) g_once_init_leave(type, g_enum_register_static(name, values));
   return *type;
 }
 
+GType model_version_type = 0, precision_type = 0, color_fix_type = 0, attention_type = 0;
+
 }  // namespace
 
 GType gst_flashvsr_model_version_get_type(void) {
-  static GType type = 0;
-  static const GEnumValue values[] = {
-      {GST_FLASHVSR_MODEL_VERSION_1_0, "FlashVSR v1.0 (LQ projection caches the current clip)", "1.0"},
-      {GST_FLASHVSR_MODEL_VERSION_1_1, "FlashVSR v1.1 (causal LQ projection)", "1.1"},
-      {0, nullptr, nullptr},
-  };
-  return enum_type(&type, "GstFlashVsrModelVersion", values);
+  return enum_type(&model_version_type, "GstFlashVsrModelVersion", kModelVersions);
 }
-
-GType gst_flashvsr_precision_get_type(void) {
-  static GType type = 0;
-  static const GEnumValue values[] = {
-      {GST_FLASHVSR_PRECISION_AUTO, "bfloat16 on CUDA devices, float32 on the CPU", "auto"},
-      {GST_FLASHVSR_PRECISION_BF16, "bfloat16", "bf16"},
-      {GST_FLASHVSR_PRECISION_FP16, "float16", "fp16"},
-      {GST_FLASHVSR_PRECISION_FP32, "float32", "fp32"},
-      {0, nullptr, nullptr},
-  };
-  return enum_type(&type, "GstFlashVsrPrecision", values);
-}
-
-GType gst_flashvsr_color_fix_get_type(void) {
-  static GType type = 0;
-  static const GEnumValue values[] = {
-      {GST_FLASHVSR_COLOR_FIX_NONE, "No colour correction", "none"},
-      {GST_FLASHVSR_COLOR_FIX_ADAIN, "Per-frame mean and deviation matched to the input (AdaIN)", "adain"},
-      {GST_FLASHVSR_COLOR_FIX_WAVELET, "Low frequencies taken from the input (wavelet)", "wavelet"},
-      {0, nullptr, nullptr},
-  };
-  return enum_type(&type, "GstFlashVsrColorFix", values);
-}
-
-GType gst_flashvsr_attention_get_type(void) {
-  static GType type = 0;
-  static const GEnumValue values[] = {
-      {GST_FLASHVSR_ATTENTION_AUTO, "The CUDA kernel on CUDA devices when built, else the reference", "auto"},
-      {GST_FLASHVSR_ATTENTION_REFERENCE, "Exact reference implementation (any device)", "reference"},
-      {GST_FLASHVSR_ATTENTION_CUDA, "Block-sparse CUDA kernel (CUDA builds and devices only)", "cuda"},
-      {0, nullptr, nullptr},
-  };
-  return enum_type(&type, "GstFlashVsrAttention", values);
-}
+GType gst_flashvsr_precision_get_type(void) { return enum_type(&precision_type, "GstFlashVsrPrecision", kPrecisions); }
+GType gst_flashvsr_color_fix_get_type(void) { return enum_type(&color_fix_type, "GstFlashVsrColorFix", kColorFixes); }
+GType gst_flashvsr_attention_get_type(void) { return enum_type(&attention_type, "GstFlashVsrAttention", kAttentions); }
 
 namespace gstflashvsr {
 
@@ -132,18 +118,13 @@ void install_properties(GObjectClass* klass) {
                           "golden fixture's input.safetensors); T must cover the stream. Applies from the next "
                           "stream",
                           DEFAULT_NOISE_FILE, playing));
-  g_object_class_install_property(
-      klass, PROP_FRAMES_IN,
-      g_param_spec_uint64("frames-in", "Frames in", "Frames given to the engine since going to PAUSED", 0,
-                          G_MAXUINT64, 0, ro));
-  g_object_class_install_property(
-      klass, PROP_FRAMES_OUT,
-      g_param_spec_uint64("frames-out", "Frames out", "Upscaled frames produced since going to PAUSED", 0,
-                          G_MAXUINT64, 0, ro));
-  g_object_class_install_property(
-      klass, PROP_CHUNKS,
-      g_param_spec_uint64("chunks", "Chunks", "Engine chunks run since going to PAUSED (25 frames, then 8)", 0,
-                          G_MAXUINT64, 0, ro));
+  // The element's counters (Measurements), read-only.
+  auto counter = [&](guint id, const char* name, const char* nick, const char* blurb) {
+    g_object_class_install_property(klass, id, g_param_spec_uint64(name, nick, blurb, 0, G_MAXUINT64, 0, ro));
+  };
+  counter(PROP_FRAMES_IN, "frames-in", "Frames in", "Frames given to the engine since going to PAUSED");
+  counter(PROP_FRAMES_OUT, "frames-out", "Frames out", "Upscaled frames produced since going to PAUSED");
+  counter(PROP_CHUNKS, "chunks", "Chunks", "Engine chunks run since going to PAUSED (25 frames, then 8)");
   g_object_class_install_property(
       klass, PROP_MEAN_CHUNK_MS,
       g_param_spec_double("mean-chunk-ms", "Mean chunk time",
