@@ -52,6 +52,16 @@ void check_device(at::Device device) {
                                          " CUDA device(s) are visible");
 }
 
+LoadOptions resolve_load_options(const std::string& device, const std::string& precision) {
+  LoadOptions o;
+  if (device == "auto")
+    o.device = at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  else
+    o.device = parse_device(device);
+  o.dtype = precision == "auto" ? (o.device.is_cuda() ? at::kBFloat16 : at::kFloat) : parse_dtype(precision);
+  return o;
+}
+
 std::string ModelConfig::describe() const {
   std::ostringstream s;
   s << "DiT dim " << dit.dim << " (" << dit.heads << " heads x " << dit.head_dim << "), ffn " << dit.ffn_dim << ", "
@@ -180,9 +190,9 @@ Stream::Stream(std::shared_ptr<const Model> model, const StreamOptions& o) : mod
     throw Error(Error::Kind::BadSettings, "scale " + std::to_string(o.scale) + ": expected > 0");
   out_w_ = o.out_width ? o.out_width : scaled_size(o.in_width, o.scale);
   out_h_ = o.out_height ? o.out_height : scaled_size(o.in_height, o.scale);
-  if (out_w_ < 1 || out_h_ < 1 || out_w_ > 16384 || out_h_ > 16384)
+  if (out_w_ < 1 || out_h_ < 1 || out_w_ > kMaxFrameSide || out_h_ > kMaxFrameSide)
     throw Error(Error::Kind::BadSettings, "output size " + std::to_string(out_w_) + "x" + std::to_string(out_h_) +
-                                              ": expected 1..16384 per side");
+                                              ": expected 1.." + std::to_string(kMaxFrameSide) + " per side");
   if (!(o.kv_ratio >= 1.0 && o.kv_ratio < 1e6))
     throw Error(Error::Kind::BadSettings, "kv ratio " + std::to_string(o.kv_ratio) + ": expected >= 1");
   if (o.topk_ratio <= 0.0 && !(o.sparse_ratio > 0.0 && std::isfinite(o.sparse_ratio)))
@@ -203,21 +213,25 @@ Stream::Stream(std::shared_ptr<const Model> model, const StreamOptions& o) : mod
 
 void Stream::reset() {
   state_.reset();
-  stats_ = StreamStats();
+  chunk_seconds_total_ = 0.0;
 }
 
 StreamStats Stream::stats() const {
-  StreamStats s = stats_;
+  StreamStats s;
   s.frames_in = state_.frames_in;
   s.frames_out = state_.frames_out;
+  s.chunks = state_.next_chunk;
+  s.chunk_seconds_total = chunk_seconds_total_;
   return s;
 }
 
-at::Tensor Stream::empty_output() const {
-  return at::empty({0, out_h_, out_w_, 3}, at::TensorOptions().dtype(at::kByte).device(model_->device()));
+PushResult Stream::nothing_ready() const {
+  PushResult r;
+  r.frames = at::empty({0, out_h_, out_w_, 3}, at::TensorOptions().dtype(at::kByte).device(model_->device()));
+  return r;
 }
 
-at::Tensor Stream::push(const at::Tensor& lr) {
+PushResult Stream::push(const at::Tensor& lr) {
   c10::InferenceMode inference;
   if (lr.dim() != 4 || lr.size(1) != options_.in_height || lr.size(2) != options_.in_width || lr.size(3) != 3 ||
       lr.scalar_type() != at::kByte)
@@ -230,7 +244,7 @@ at::Tensor Stream::push(const at::Tensor& lr) {
   return append(resize_ ? (*resize_)(x) : x);
 }
 
-at::Tensor Stream::push_resized(const at::Tensor& hr) {
+PushResult Stream::push_resized(const at::Tensor& hr) {
   c10::InferenceMode inference;
   if (hr.dim() != 4 || hr.size(1) != out_h_ || hr.size(2) != out_w_ || hr.size(3) != 3 || hr.scalar_type() != at::kByte)
     throw Error(Error::Kind::BadInput, "frames have shape " + shape_string(hr.sizes().vec()) + " and dtype " +
@@ -240,11 +254,11 @@ at::Tensor Stream::push_resized(const at::Tensor& hr) {
   return append(hr.to(model_->device(), /*non_blocking=*/true).contiguous());
 }
 
-at::Tensor Stream::append(const at::Tensor& hr_u8) {
+PushResult Stream::append(const at::Tensor& hr_u8) {
   if (state_.finished) throw Error(Error::Kind::BadInput, "frames pushed after finish(): reset() the stream first");
   if (hr_u8.size(0) == 0) {
     mark(Stage::Preprocess, false);
-    return empty_output();
+    return nothing_ready();
   }
   // [n, H, W, 3] u8 -> [1, 3, n, Hp, Wp] in [-1, 1]
   auto lq = pad_to_multiple(u8_to_unit(hr_u8, model_->dtype()), 128);
@@ -254,11 +268,11 @@ at::Tensor Stream::append(const at::Tensor& hr_u8) {
   return run_ready_chunks();
 }
 
-at::Tensor Stream::finish() {
+PushResult Stream::finish() {
   c10::InferenceMode inference;
   if (state_.finished || state_.frames_in == 0) {
     state_.finished = true;
-    return empty_output();
+    return nothing_ready();
   }
   const int64_t total = padded_frame_count(state_.frames_in);
   const int64_t have = state_.frames_in + state_.frames_padded;
@@ -271,7 +285,8 @@ at::Tensor Stream::finish() {
   return out;
 }
 
-at::Tensor Stream::run_ready_chunks() {
+PushResult Stream::run_ready_chunks() {
+  PushResult result;
   std::vector<at::Tensor> outs;
   const int64_t available = state_.frames_in + state_.frames_padded;
   while (true) {
@@ -279,8 +294,9 @@ at::Tensor Stream::run_ready_chunks() {
     if (plan.frames_needed > available || plan.output.begin >= state_.frames_in) break;
     const auto t0 = std::chrono::steady_clock::now();
     outs.push_back(run_chunk(plan));
-    stats_.chunk_seconds_total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    ++stats_.chunks;
+    result.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    result.first_chunk = result.first_chunk || plan.index == 0;
+    ++result.chunks;
     ++state_.next_chunk;
     // Release the frames no later chunk reads.
     while (state_.lq_first < plan.frames_released && state_.lq_frames.size() > 1) {
@@ -288,10 +304,11 @@ at::Tensor Stream::run_ready_chunks() {
       ++state_.lq_first;
     }
   }
-  if (outs.empty()) return empty_output();
-  auto out = outs.size() == 1 ? outs[0] : at::cat(outs, 0);
-  state_.frames_out += out.size(0);
-  return out;
+  if (outs.empty()) return nothing_ready();
+  result.frames = outs.size() == 1 ? outs[0] : at::cat(outs, 0);
+  state_.frames_out += result.frames.size(0);
+  chunk_seconds_total_ += result.seconds;
+  return result;
 }
 
 at::Tensor Stream::frames(int64_t begin, int64_t end) const {
@@ -374,7 +391,7 @@ double time_first_chunk(std::shared_ptr<const Model> model, const StreamOptions&
   const at::Tensor grey = at::full({kFirstChunkFrames, options.in_height, options.in_width, 3}, 128,
                                    at::TensorOptions().dtype(at::kByte));
   const auto t0 = std::chrono::steady_clock::now();
-  const at::Tensor out = scratch.push(grey).cpu();
+  const at::Tensor out = scratch.push(grey).frames.cpu();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (out.size(0) != outputs_ready(kFirstChunkFrames))
     throw Error(Error::Kind::Internal, "first chunk gave " + std::to_string(out.size(0)) + " frames, expected " +

@@ -33,6 +33,9 @@ const char* dtype_name(at::ScalarType dtype);
 // Throws Error(Device) when the device cannot be used in this process (no CUDA, index out of range).
 void check_device(at::Device device);
 
+// The largest output frame side a Stream takes (and so the largest frame the element negotiates).
+constexpr int64_t kMaxFrameSide = 16384;
+
 struct ModelConfig {
   LqProjConfig lq_proj;
   DitConfig dit;
@@ -54,6 +57,12 @@ struct LoadOptions {
   at::ScalarType dtype = at::kFloat;
   LogFn log;  // warnings (e.g. unknown extra tensors); may be empty
 };
+
+// The device and precision of a user's settings, "auto" included (the one place that policy lives):
+// device "auto" is cuda:0 when CUDA is available in this process, else the CPU; precision "auto" is bf16
+// on CUDA and fp32 on the CPU. Other values as parse_device / parse_dtype (Error(BadSettings) naming the
+// value). The device is not checked here: Model::load does (check_device).
+LoadOptions resolve_load_options(const std::string& device, const std::string& precision);
 
 class Model {
  public:
@@ -137,18 +146,26 @@ struct StreamStats {
   double chunk_seconds_total = 0.0;  // host wall time spent running chunks (enqueue time on CUDA)
 };
 
+// What one push(), push_resized() or finish() did.
+struct PushResult {
+  at::Tensor frames;         // the HR frames that became ready: uint8 [m, out_height, out_width, 3] on the device
+  int64_t chunks = 0;        // chunks run by this call
+  bool first_chunk = false;  // chunk 0 (the stream's first and slowest: 25 frames in, 21 out) was among them
+  double seconds = 0.0;      // host wall time of those chunks (enqueue time on CUDA: the device may still run)
+};
+
 class Stream {
  public:
   Stream(std::shared_ptr<const Model> model, const StreamOptions& options);
 
   // lr: uint8 [n, in_height, in_width, 3] RGB on any device. Returns the HR frames that became ready,
-  // uint8 [m, out_height, out_width, 3] on the model's device (m may be 0).
-  at::Tensor push(const at::Tensor& lr);
+  // uint8 [m, out_height, out_width, 3] on the model's device (m may be 0), and the chunks that made them.
+  PushResult push(const at::Tensor& lr);
   // Same, for frames already resized to the output size (uint8 [n, out_height, out_width, 3]).
-  at::Tensor push_resized(const at::Tensor& hr);
+  PushResult push_resized(const at::Tensor& hr);
   // Pads with copies of the last frame, runs the remaining chunks and returns every frame not yet
   // returned; afterwards frames out == frames in. The stream then accepts no more frames until reset().
-  at::Tensor finish();
+  PushResult finish();
   void reset();
 
   void set_noise_source(NoiseSource source) { noise_source_ = std::move(source); }
@@ -168,12 +185,12 @@ class Stream {
   int64_t held_frames() const { return static_cast<int64_t>(state_.lq_frames.size()); }
 
  private:
-  at::Tensor append(const at::Tensor& hr_u8);
-  at::Tensor run_ready_chunks();
+  PushResult append(const at::Tensor& hr_u8);
+  PushResult run_ready_chunks();
   at::Tensor run_chunk(const ChunkPlan& plan);
   at::Tensor frames(int64_t begin, int64_t end) const;  // [1, 3, n, Hp, Wp]
   at::Tensor noise(int64_t first, int64_t count);
-  at::Tensor empty_output() const;
+  PushResult nothing_ready() const;
   void mark(Stage stage, bool begin) const {
     if (stage_hook_) stage_hook_(stage, begin);
   }
@@ -188,7 +205,7 @@ class Stream {
   ChunkObserver observer_;
   StageHook stage_hook_;
   StreamState state_;
-  StreamStats stats_;
+  double chunk_seconds_total_ = 0.0;  // the sum of every PushResult::seconds since the last reset
 };
 
 // Runs the first chunk of a scratch stream with these options over mid-grey frames and returns its wall

@@ -29,7 +29,7 @@ std::string model_cache_key(const std::string& dir, const LoadOptions& o) {
   return key;
 }
 
-std::shared_ptr<const Model> ModelCache::get(const std::string& dir, const LoadOptions& options) {
+CachedModel ModelCache::get(const std::string& dir, const LoadOptions& options) {
   const std::string key = model_cache_key(dir, options);
   std::shared_ptr<Entry> entry;
   {
@@ -54,12 +54,12 @@ std::shared_ptr<const Model> ModelCache::get(const std::string& dir, const LoadO
   std::lock_guard<std::mutex> loading(entry->loading);
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (auto model = entry->model.lock()) return model;
+    if (auto model = entry->model.lock()) return {model, false};
   }
   auto model = Model::load(dir, options);  // throws: nothing is cached
   std::lock_guard<std::mutex> lock(mutex_);
   entry->model = model;
-  return model;
+  return {model, true};
 }
 
 size_t ModelCache::size() {

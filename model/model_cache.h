@@ -15,10 +15,17 @@
 
 namespace flashvsr {
 
+// A model from the cache, and whether this request read its weights (no other user held that model).
+struct CachedModel {
+  std::shared_ptr<const Model> model;
+  bool loaded_now = false;
+};
+
 class ModelCache {
  public:
-  // Loads (or returns the already loaded) model. Thread-safe; concurrent requests for one key load once.
-  std::shared_ptr<const Model> get(const std::string& dir, const LoadOptions& options);
+  // Loads (or returns the already loaded) model. Thread-safe; concurrent requests for one key load once:
+  // exactly one of them says loaded_now.
+  CachedModel get(const std::string& dir, const LoadOptions& options);
   // Number of models currently alive in the cache.
   size_t size();
 

@@ -37,6 +37,10 @@ constexpr int64_t kChunkLatents = 2;
 constexpr int64_t kFirstChunkFrames = 25;  // inputs needed before the first output
 constexpr int64_t kChunkFrames = 8;        // inputs (and outputs) per later chunk
 constexpr int64_t kLookAheadFrames = 4;    // outputs lag inputs by this much in the steady state
+// The most frames any output waits for after its own input arrived: frame 0 leaves with chunk 0, when
+// frame kFirstChunkFrames - 1 = 24 arrived; every later frame waits less (4 to 11 frames). The element's
+// latency is this many frame durations plus processing.
+constexpr int64_t kMaxOutputDelayFrames = kFirstChunkFrames - 1;
 
 ChunkPlan plan_chunk(int64_t chunk_index);
 

@@ -8,6 +8,10 @@
 #include <gtest/gtest.h>
 
 #include <c10/core/InferenceMode.h>
+
+#include <map>
+#include <tuple>
+#include <vector>
 #if FLASHVSR_CUDA_KERNELS
 #include <c10/cuda/CUDAFunctions.h>
 #endif
@@ -45,8 +49,8 @@ StreamOptions small_options(int64_t w = 24, int64_t h = 16) {
 
 at::Tensor run(Stream& s, const at::Tensor& lr, int64_t piece) {
   std::vector<at::Tensor> out;
-  for (int64_t i = 0; i < lr.size(0); i += piece) out.push_back(s.push(lr.narrow(0, i, std::min(piece, lr.size(0) - i))));
-  out.push_back(s.finish());
+  for (int64_t i = 0; i < lr.size(0); i += piece) out.push_back(s.push(lr.narrow(0, i, std::min(piece, lr.size(0) - i))).frames);
+  out.push_back(s.finish().frames);
   return at::cat(out, 0);
 }
 
@@ -70,10 +74,68 @@ TEST(Engine, FirstOutputAfterTwentyFiveFramesThenEightPerEight) {
   auto lr = frames(49, 16, 24);
   int64_t out = 0;
   for (int64_t i = 0; i < 49; ++i) {
-    out += s.push(lr.narrow(0, i, 1)).size(0);
+    out += s.push(lr.narrow(0, i, 1)).frames.size(0);
     EXPECT_EQ(out, outputs_ready(i + 1)) << "after " << i + 1 << " frames";
   }
-  EXPECT_EQ(s.finish().size(0), 49 - out);
+  EXPECT_EQ(s.finish().frames.size(0), 49 - out);
+}
+
+// push() and finish() say what they did: the chunks they ran (chunk 0 flagged) and the frames those gave.
+TEST(Engine, PushSaysWhichChunksItRan) {
+  c10::InferenceMode guard;
+  const at::Tensor lr = frames(35, 16, 24);
+  Stream s(tiny_model(), small_options());
+  std::vector<PushResult> results;  // one per frame pushed, then finish()'s
+  for (int64_t i = 0; i < lr.size(0); ++i) results.push_back(s.push(lr.narrow(0, i, 1)));
+  results.push_back(s.finish());  // 35 frames are padded to 41: chunk 2 gives the last 6
+  // Frames 25 and 33 complete chunks 0 (21 frames) and 1 (8 frames); finish() runs chunk 2.
+  const std::map<size_t, int64_t> frames_of_chunk{{24, 21}, {32, 8}, {35, 6}};
+  int64_t chunks = 0;
+  for (size_t i = 0; i < results.size(); ++i) {
+    const auto it = frames_of_chunk.find(i);
+    const bool ran = it != frames_of_chunk.end();
+    EXPECT_EQ(results[i].chunks, ran ? 1 : 0) << "call " << i;
+    EXPECT_EQ(results[i].first_chunk, i == 24) << "call " << i;
+    EXPECT_EQ(results[i].frames.size(0), ran ? it->second : 0) << "call " << i;
+    EXPECT_EQ(results[i].seconds > 0.0, ran) << "call " << i;
+    chunks += results[i].chunks;
+  }
+  EXPECT_EQ(chunks, s.stats().chunks);
+  // A short stream's finish() runs chunk 0 itself.
+  Stream short_stream(tiny_model(), small_options());
+  short_stream.push(frames(3, 16, 24));
+  const PushResult all = short_stream.finish();
+  EXPECT_EQ(all.chunks, 1);
+  EXPECT_TRUE(all.first_chunk);
+  EXPECT_EQ(all.frames.size(0), 3);
+}
+
+// "auto" device and precision: CUDA (device 0, bf16) when this process has it, else the CPU in fp32.
+TEST(Engine, AutoDeviceAndPrecisionFollowWhatTheProcessHas) {
+  const LoadOptions a = resolve_load_options("auto", "auto");
+  if (at::hasCUDA()) {
+    EXPECT_EQ(a.device, at::Device(at::kCUDA, 0));
+    EXPECT_EQ(a.dtype, at::kBFloat16);
+  } else {
+    EXPECT_EQ(a.device, at::Device(at::kCPU));
+    EXPECT_EQ(a.dtype, at::kFloat);
+  }
+  EXPECT_EQ(resolve_load_options("cpu", "auto").dtype, at::kFloat);
+  const LoadOptions cuda = resolve_load_options("cuda:1", "auto");  // resolved, not checked
+  EXPECT_EQ(cuda.device, at::Device(at::kCUDA, 1));
+  EXPECT_EQ(cuda.dtype, at::kBFloat16);
+  EXPECT_EQ(resolve_load_options("cuda", "fp16").dtype, at::kHalf);
+  EXPECT_EQ(resolve_load_options("auto", "fp32").dtype, at::kFloat);
+  for (const auto& [device, precision, needle] :
+       {std::make_tuple("gpu7", "auto", "gpu7"), std::make_tuple("cpu", "fp8", "fp8")}) {
+    try {
+      resolve_load_options(device, precision);
+      ADD_FAILURE() << device << " " << precision << " accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), Error::Kind::BadSettings);
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(Engine, OutputDoesNotDependOnHowFramesArePushed) {
@@ -115,11 +177,11 @@ TEST(Engine, InterleavedStreamsOnOneModelDoNotShareState) {
   Stream a(tiny_model(), small_options()), b(tiny_model(), small_options());
   std::vector<at::Tensor> got1, got2;
   for (int64_t i = 0; i < 35; ++i) {
-    got1.push_back(a.push(lr1.narrow(0, i, 1)));
-    got2.push_back(b.push(lr2.narrow(0, i, 1)));
+    got1.push_back(a.push(lr1.narrow(0, i, 1)).frames);
+    got2.push_back(b.push(lr2.narrow(0, i, 1)).frames);
   }
-  got1.push_back(a.finish());
-  got2.push_back(b.finish());
+  got1.push_back(a.finish().frames);
+  got2.push_back(b.finish().frames);
   EXPECT_TRUE(at::equal(at::cat(got1, 0), want1));
   EXPECT_TRUE(at::equal(at::cat(got2, 0), want2));
 }
@@ -184,9 +246,9 @@ TEST(Engine, BadInputIsAnErrorNotACrash) {
   EXPECT_THROW(s.push(at::zeros({1, 16, 24, 4}, at::kByte)), Error);        // 4 channels
   EXPECT_THROW(s.push(at::zeros({1, 16, 24, 3}, at::kFloat)), Error);       // not uint8
   EXPECT_THROW(s.push(at::zeros({16, 24, 3}, at::kByte)), Error);           // no batch dim
-  EXPECT_EQ(s.push(at::zeros({0, 16, 24, 3}, at::kByte)).size(0), 0);        // empty batch is fine
+  EXPECT_EQ(s.push(at::zeros({0, 16, 24, 3}, at::kByte)).frames.size(0), 0);        // empty batch is fine
   s.push(frames(2, 16, 24));
-  EXPECT_EQ(s.finish().size(0), 2);
+  EXPECT_EQ(s.finish().frames.size(0), 2);
   try {
     s.push(frames(1, 16, 24));
     FAIL() << "push after finish must throw";
@@ -229,7 +291,7 @@ TEST(Engine, BadSettingsAreRejectedWithTheValue) {
 TEST(Engine, FinishOnAnEmptyStreamEmitsNothing) {
   c10::InferenceMode guard;
   Stream s(tiny_model(), small_options());
-  EXPECT_EQ(s.finish().size(0), 0);
+  EXPECT_EQ(s.finish().frames.size(0), 0);
 }
 
 // The attention backend a stream runs is resolved when it is set up, with the reason for a slow path.
@@ -272,14 +334,14 @@ TEST(CudaSteadyChunk, RunsWithoutHostSynchronisation) {
   Stream s(cuda_model, o);
   ASSERT_EQ(s.attention().backend, AttentionBackend::Cuda) << s.attention().backend_reason;
   const at::Tensor frames = test::seeded_randn({49, 48, 64, 3}, 12).mul(60).add(128).clamp(0, 255).to(at::kByte).to(lo.device);
-  ASSERT_EQ(s.push(frames.narrow(0, 0, 33)).size(0), 29);  // chunks 0 and 1, eager set-up
+  ASSERT_EQ(s.push(frames.narrow(0, 0, 33)).frames.size(0), 29);  // chunks 0 and 1, eager set-up
   c10::cuda::device_synchronize();
   auto& sync_debug = c10::cuda::warning_state();
   sync_debug.set_sync_debug_mode(c10::cuda::SyncDebugMode::L_ERROR);
   std::string error;
   int64_t out = 0;
   try {
-    for (int64_t i = 33; i < 49; ++i) out += s.push(frames.narrow(0, i, 1)).size(0);  // chunks 2 and 3
+    for (int64_t i = 33; i < 49; ++i) out += s.push(frames.narrow(0, i, 1)).frames.size(0);  // chunks 2 and 3
   } catch (const c10::Error& e) {
     error = e.what_without_backtrace();
   }

@@ -67,13 +67,16 @@ struct HeldLoad {
 TEST(ModelCache, SameDirectoryDeviceAndPrecisionShareOneModel) {
   const std::string dir = tiny_dir("cache-share", 1);
   ModelCache cache;
-  auto a = cache.get(dir, LoadOptions{});
-  auto b = cache.get(dir + "/", LoadOptions{});  // same directory, other spelling
-  EXPECT_EQ(a.get(), b.get());
+  const CachedModel a = cache.get(dir, LoadOptions{});
+  const CachedModel b = cache.get(dir + "/", LoadOptions{});  // same directory, other spelling
+  EXPECT_EQ(a.model.get(), b.model.get());
+  EXPECT_TRUE(a.loaded_now) << "the first request reads the weights";
+  EXPECT_FALSE(b.loaded_now) << "the second shares them";
   LoadOptions bf16;
   bf16.dtype = at::kBFloat16;
-  auto c = cache.get(dir, bf16);
-  EXPECT_NE(a.get(), c.get());
+  const CachedModel c = cache.get(dir, bf16);
+  EXPECT_NE(a.model.get(), c.model.get());
+  EXPECT_TRUE(c.loaded_now) << "another precision is another model";
   EXPECT_EQ(cache.size(), 2u);
 }
 
@@ -82,18 +85,19 @@ TEST(ModelCache, ModelIsFreedWithItsLastUser) {
   ModelCache cache;
   std::weak_ptr<const Model> weak;
   {
-    auto a = cache.get(dir, LoadOptions{});
+    auto a = cache.get(dir, LoadOptions{}).model;
     weak = a;
     EXPECT_EQ(cache.size(), 1u);
   }
   EXPECT_TRUE(weak.expired());
   EXPECT_EQ(cache.size(), 0u);
+  EXPECT_TRUE(cache.get(dir, LoadOptions{}).loaded_now) << "nothing held it: read again";
 }
 
 TEST(ModelCache, ReplacedFilesAreLoadedAgain) {
   const std::string dir = tiny_dir("cache-replaced", 3);
   ModelCache cache;
-  auto a = cache.get(dir, LoadOptions{});
+  auto a = cache.get(dir, LoadOptions{}).model;
   const std::string key_before = model_cache_key(dir, LoadOptions{});
   {
     c10::InferenceMode guard;
@@ -102,7 +106,9 @@ TEST(ModelCache, ReplacedFilesAreLoadedAgain) {
     write_model_dir(dir, make_random_model(ModelSpec::tiny(), 4));
   }
   EXPECT_NE(model_cache_key(dir, LoadOptions{}), key_before);
-  auto b = cache.get(dir, LoadOptions{});
+  const CachedModel again = cache.get(dir, LoadOptions{});
+  EXPECT_TRUE(again.loaded_now);
+  const auto& b = again.model;
   EXPECT_NE(a.get(), b.get());
   EXPECT_FALSE(at::equal(a->dit().blocks[0].q_w, b->dit().blocks[0].q_w));
 }
@@ -112,7 +118,7 @@ TEST(ModelCache, FilesReplacedWithTheirOldSizesAndTimesAreLoadedAgain) {
   const std::string dir = tiny_dir("cache-replaced-same-times", 6);
   const std::string other = tiny_dir("cache-replaced-same-times-source", 7);
   ModelCache cache;
-  auto a = cache.get(dir, LoadOptions{});
+  auto a = cache.get(dir, LoadOptions{}).model;
   const std::string key_before = model_cache_key(dir, LoadOptions{});
   std::this_thread::sleep_for(std::chrono::milliseconds(20));  // past the file system's timestamp granularity
   for (const char* name : kReleaseFiles) {
@@ -131,7 +137,9 @@ TEST(ModelCache, FilesReplacedWithTheirOldSizesAndTimesAreLoadedAgain) {
     ASSERT_EQ(new_st.st_mtim.tv_nsec, old_st.st_mtim.tv_nsec);
   }
   EXPECT_NE(model_cache_key(dir, LoadOptions{}), key_before);
-  auto b = cache.get(dir, LoadOptions{});
+  const CachedModel again = cache.get(dir, LoadOptions{});
+  EXPECT_TRUE(again.loaded_now);
+  const auto& b = again.model;
   EXPECT_NE(a.get(), b.get());
   EXPECT_FALSE(at::equal(a->dit().blocks[0].q_w, b->dit().blocks[0].q_w));
   EXPECT_FALSE(at::equal(a->decoder().in_w, b->decoder().in_w));
@@ -150,13 +158,13 @@ TEST(ModelCache, RequestForAnotherModelDuringALoadDoesNotLoadItTwice) {
   ModelCache cache;
   HeldLoad held;
   std::shared_ptr<const Model> a1;
-  std::thread loader([&] { a1 = cache.get(dir_a, held.options()); });
+  std::thread loader([&] { a1 = cache.get(dir_a, held.options()).model; });
   held.wait_until_loading();  // A's load is inside Model::load now
-  auto b = cache.get(dir_b, LoadOptions{});
+  auto b = cache.get(dir_b, LoadOptions{}).model;
   held.release();
   loader.join();
   ASSERT_TRUE(a1);
-  auto a2 = cache.get(dir_a, held.options());
+  auto a2 = cache.get(dir_a, held.options()).model;
   EXPECT_EQ(held.loads, 1) << "model A was loaded " << held.loads << " times, expected once";
   EXPECT_EQ(a1.get(), a2.get());
   EXPECT_NE(a1.get(), b.get());
@@ -166,12 +174,17 @@ TEST(ModelCache, RequestForAnotherModelDuringALoadDoesNotLoadItTwice) {
 TEST(ModelCache, ConcurrentRequestsLoadOnce) {
   const std::string dir = tiny_dir("cache-concurrent", 5);
   ModelCache cache;
-  std::vector<std::shared_ptr<const Model>> got(6);
+  std::vector<CachedModel> got(6);
   std::vector<std::thread> threads;
   for (size_t i = 0; i < got.size(); ++i)
     threads.emplace_back([&, i] { got[i] = cache.get(dir, LoadOptions{}); });
   for (auto& t : threads) t.join();
-  for (const auto& m : got) EXPECT_EQ(m.get(), got[0].get());
+  int loaded = 0;
+  for (const auto& m : got) {
+    EXPECT_EQ(m.model.get(), got[0].model.get());
+    loaded += m.loaded_now ? 1 : 0;
+  }
+  EXPECT_EQ(loaded, 1) << "exactly one request read the weights";
 }
 
 TEST(ModelCache, FailedLoadCachesNothingAndNamesThePath) {

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 using namespace flashvsr;
 
 TEST(Schedule, FirstChunkPrimesThenReadsSixClipsAndEmitsTwentyOneFrames) {
@@ -73,4 +75,25 @@ TEST(Schedule, OutputsLagInputsByTwentyFiveThenEightPerEight) {
   EXPECT_EQ(outputs_ready(32), 21);
   EXPECT_EQ(outputs_ready(33), 29);
   for (int64_t n = 33; n < 500; n += 8) EXPECT_EQ(outputs_ready(n), n - kLookAheadFrames);
+}
+
+// Frame i leaves with the chunk that emits it, when that chunk's last needed frame arrived: the longest wait
+// is frame 0's, 24 frames (the element's latency in frames); steady chunks make their frames wait 4 to 11.
+TEST(Schedule, NoOutputWaitsLongerThanFrameZeroWhichWaitsTwentyFourFrames) {
+  EXPECT_EQ(kMaxOutputDelayFrames, 24);
+  int64_t longest = 0;
+  for (int64_t c = 0; c < 200; ++c) {
+    const ChunkPlan p = plan_chunk(c);
+    const int64_t arrived = p.frames_needed - 1;  // the input whose arrival runs the chunk
+    for (int64_t i = p.output.begin; i < p.output.end; ++i) {
+      const int64_t wait = arrived - i;
+      longest = std::max(longest, wait);
+      if (c > 0) {
+        EXPECT_GE(wait, 4) << "frame " << i;
+        EXPECT_LE(wait, 11) << "frame " << i;
+      }
+    }
+  }
+  EXPECT_EQ(longest, kMaxOutputDelayFrames);
+  EXPECT_EQ(plan_chunk(0).frames_needed - 1 - plan_chunk(0).output.begin, kMaxOutputDelayFrames);
 }

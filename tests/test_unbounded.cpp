@@ -175,12 +175,12 @@ TEST(Unbounded, StreamPastTheTableEndMatchesAStreamStartedThere) {
   std::vector<at::Tensor> out_along;
   int64_t emitted = 0;
   for (int64_t i = 0; i < total; i += 8) {
-    auto out = along.push(frames.narrow(0, i, std::min<int64_t>(8, total - i)));
+    auto out = along.push(frames.narrow(0, i, std::min<int64_t>(8, total - i))).frames;
     emitted += out.size(0);
     if (i + 8 > skip) out_along.push_back(out);
     else ASSERT_EQ(out.size(0), outputs_ready(i + 8) - outputs_ready(i)) << "frame " << i;
   }
-  auto rest = along.finish();
+  auto rest = along.finish().frames;
   emitted += rest.size(0);
   out_along.push_back(rest);
   EXPECT_EQ(emitted, total);
@@ -191,7 +191,7 @@ TEST(Unbounded, StreamPastTheTableEndMatchesAStreamStartedThere) {
 
   const at::Tensor along_tail = at::cat(out_along, 0);  // frames from skip - 3 on: take the last `tail`
   const at::Tensor a = along_tail.narrow(0, along_tail.size(0) - tail, tail);
-  const at::Tensor b = at::cat({later.push(frames.narrow(0, skip, tail)), later.finish()}, 0);
+  const at::Tensor b = at::cat({later.push(frames.narrow(0, skip, tail)).frames, later.finish().frames}, 0);
   ASSERT_EQ(a.sizes(), b.sizes());
   ASSERT_EQ(a.sizes().vec(), (std::vector<int64_t>{tail, 32, 32, 3}));
 

@@ -210,8 +210,8 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
     if (on_cuda) dstream.synchronize();
   };
   // Warm-up: one stream of 41 frames (chunk 0 and two steady chunks), then a fresh one.
-  for (int64_t i = 0; i < std::min<int64_t>(41, n); ++i) stream.push(frame(i)).cpu();
-  stream.finish().cpu();
+  for (int64_t i = 0; i < std::min<int64_t>(41, n); ++i) stream.push(frame(i)).frames.cpu();
+  stream.finish().frames.cpu();
   sync();
   stream.reset();
   marks.clear();
@@ -224,7 +224,7 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
   auto last = t0;
   for (int64_t i = 0; i < n; ++i) {
     const auto tp = Clock::now();
-    auto out = stream.push(frame(i)).cpu();  // the download synchronises, as an element must
+    auto out = stream.push(frame(i)).frames.cpu();  // the download synchronises, as an element must
     const auto te = Clock::now();
     if (memory_every > 0 && (i + 1) % memory_every == 0 && on_cuda) {
       sync();
@@ -241,7 +241,7 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
       last = te;
     }
   }
-  produced += stream.finish().cpu().size(0);
+  produced += stream.finish().frames.cpu().size(0);
   sync();
   const double total_s = std::chrono::duration<double>(Clock::now() - t0).count();
 

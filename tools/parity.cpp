@@ -94,10 +94,10 @@ at::Tensor run_stream(Stream& s, const at::Tensor& frames, bool resized) {
   while (i < frames.size(0)) {
     const int64_t n = std::min(pieces[k++ % 5], frames.size(0) - i);
     auto chunk = frames.narrow(0, i, n);
-    outs.push_back((resized ? s.push_resized(chunk) : s.push(chunk)).cpu());
+    outs.push_back((resized ? s.push_resized(chunk) : s.push(chunk)).frames.cpu());
     i += n;
   }
-  outs.push_back(s.finish().cpu());
+  outs.push_back(s.finish().frames.cpu());
   return at::cat(outs, 0);
 }
 

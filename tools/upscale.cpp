@@ -16,10 +16,13 @@ namespace {
 
 const char* kUsage =
     "usage: flashvsr-upscale --model DIR --width W --height H [--input FILE|-] [--output FILE|-]\n"
-    "       [--scale 4] [--out-width W2 --out-height H2] [--device cpu|cuda|cuda:N] [--precision fp32|bf16|fp16]\n"
+    "       [--scale 4] [--out-width W2 --out-height H2] [--device cpu|cuda|cuda:N|auto]\n"
+    "       [--precision auto|fp32|bf16|fp16]\n"
     "       [--model-version 1.0|1.1] [--sparse-ratio 2.0] [--kv-ratio 3.0] [--local-range 11]\n"
     "       [--color-fix none|adain|wavelet] [--seed 0] [--attention auto|reference|cuda] [--quiet]\n"
-    "Reads raw RGB24 frames of W x H, writes RGB24 frames of the output size, exactly one per input frame.\n";
+    "Reads raw RGB24 frames of W x H, writes RGB24 frames of the output size, exactly one per input frame.\n"
+    "The device defaults to cpu; auto is cuda when available, else cpu. Precision auto (the default) is bf16\n"
+    "on CUDA and fp32 on the CPU.\n";
 
 bool read_exact(FILE* f, uint8_t* dst, size_t n) {
   size_t got = 0;
@@ -50,10 +53,7 @@ int main(int argc, char** argv) {
     }
     c10::InferenceMode inference;
     const bool quiet = args.has("quiet");
-    const at::Device device = parse_device(args.str("device", "cpu"));
-    LoadOptions lo;
-    lo.device = device;
-    lo.dtype = parse_dtype(args.str("precision", device.is_cuda() ? "bf16" : "fp32"));
+    LoadOptions lo = resolve_load_options(args.str("device", "cpu"), args.str("precision", "auto"));
     lo.log = [&](LogLevel, const std::string& m) { std::fprintf(stderr, "flashvsr-upscale: %s\n", m.c_str()); };
     auto model = Model::load(args.str("model", ""), lo);
 
@@ -95,9 +95,9 @@ int main(int argc, char** argv) {
     };
     while (read_exact(in, buf.data(), frame_bytes)) {
       ++n_in;
-      emit(stream.push(at::from_blob(buf.data(), {1, so.in_height, so.in_width, 3}, at::kByte)));
+      emit(stream.push(at::from_blob(buf.data(), {1, so.in_height, so.in_width, 3}, at::kByte)).frames);
     }
-    emit(stream.finish());
+    emit(stream.finish().frames);
     std::fflush(out);
     if (in != stdin) std::fclose(in);
     if (out != stdout) std::fclose(out);

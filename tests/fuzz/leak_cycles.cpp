@@ -94,8 +94,8 @@ at::Tensor make_frames(int64_t n, int64_t h, int64_t w) {
 // Pushes `lr` one frame at a time, finishes and resets; returns the number of frames that came out.
 int64_t cycle(Stream& s, const at::Tensor& lr) {
   int64_t out = 0;
-  for (int64_t i = 0; i < lr.size(0); ++i) out += s.push(lr.narrow(0, i, 1)).size(0);
-  out += s.finish().size(0);
+  for (int64_t i = 0; i < lr.size(0); ++i) out += s.push(lr.narrow(0, i, 1)).frames.size(0);
+  out += s.finish().frames.size(0);
   s.reset();
   return out;
 }

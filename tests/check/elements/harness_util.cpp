@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -45,19 +44,6 @@ at::Tensor random_frames(int64_t n, int64_t h, int64_t w, uint64_t seed) {
   return (up * 255.0).round().clamp(0, 255).to(at::kByte).permute({0, 2, 3, 1}).contiguous();
 }
 
-std::optional<PixelFormat> pixel_format_of(GstVideoFormat format) {
-  switch (format) {
-    case GST_VIDEO_FORMAT_RGB: return PixelFormat::RGB;
-    case GST_VIDEO_FORMAT_RGBx: return PixelFormat::RGBx;
-    case GST_VIDEO_FORMAT_BGRx: return PixelFormat::BGRx;
-    case GST_VIDEO_FORMAT_RGBA: return PixelFormat::RGBA;
-    case GST_VIDEO_FORMAT_BGRA: return PixelFormat::BGRA;
-    case GST_VIDEO_FORMAT_I420: return PixelFormat::I420;
-    case GST_VIDEO_FORMAT_NV12: return PixelFormat::NV12;
-    default: return std::nullopt;
-  }
-}
-
 YuvSpec yuv_spec_of(const GstVideoInfo& info) {
   YuvSpec spec;
   switch (info.colorimetry.matrix) {
@@ -70,38 +56,32 @@ YuvSpec yuv_spec_of(const GstVideoInfo& info) {
 }
 
 GstBuffer* buffer_from_packed(const GstVideoInfo& info, const at::Tensor& packed) {
-  const auto format = pixel_format_of(GST_VIDEO_INFO_FORMAT(&info));
-  EXPECT_TRUE(format.has_value());
-  const PlaneLayout l = plane_layout(*format, GST_VIDEO_INFO_WIDTH(&info), GST_VIDEO_INFO_HEIGHT(&info));
+  if (!pixel_format_of(GST_VIDEO_INFO_FORMAT(&info))) {
+    ADD_FAILURE() << "not a format of the element: " << GST_VIDEO_INFO_NAME(&info);
+    return gst_buffer_new();
+  }
+  const PlaneLayout l = gstflashvsr::layout_of(&info);
   EXPECT_EQ(packed.numel(), l.size);
   const at::Tensor tight = packed.contiguous();
   GstBuffer* buffer = gst_buffer_new_allocate(nullptr, GST_VIDEO_INFO_SIZE(&info), nullptr);
   gst_buffer_memset(buffer, 0, 0xA5, GST_VIDEO_INFO_SIZE(&info));  // visible garbage in the padding
   GstVideoFrame frame;
   EXPECT_TRUE(gst_video_frame_map(&frame, &info, buffer, GST_MAP_WRITE));
-  for (int p = 0; p < l.planes; ++p) {
-    auto* dst = static_cast<uint8_t*>(GST_VIDEO_FRAME_PLANE_DATA(&frame, p));
-    const int stride = GST_VIDEO_FRAME_PLANE_STRIDE(&frame, p);
-    for (int64_t r = 0; r < l.rows[p]; ++r)
-      std::memcpy(dst + r * stride, tight.data_ptr<uint8_t>() + l.offset[p] + r * l.row_bytes[p], l.row_bytes[p]);
-  }
+  gstflashvsr::write_planes(tight.data_ptr<uint8_t>(), l, &frame);
   gst_video_frame_unmap(&frame);
   return buffer;
 }
 
 at::Tensor packed_from_buffer(const GstVideoInfo& info, GstBuffer* buffer) {
-  const auto format = pixel_format_of(GST_VIDEO_INFO_FORMAT(&info));
-  EXPECT_TRUE(format.has_value());
-  const PlaneLayout l = plane_layout(*format, GST_VIDEO_INFO_WIDTH(&info), GST_VIDEO_INFO_HEIGHT(&info));
+  if (!pixel_format_of(GST_VIDEO_INFO_FORMAT(&info))) {
+    ADD_FAILURE() << "not a format of the element: " << GST_VIDEO_INFO_NAME(&info);
+    return at::empty({0}, at::kByte);
+  }
+  const PlaneLayout l = gstflashvsr::layout_of(&info);
   at::Tensor out = at::empty({l.size}, at::kByte);
   GstVideoFrame frame;
   EXPECT_TRUE(gst_video_frame_map(&frame, &info, buffer, GST_MAP_READ));
-  for (int p = 0; p < l.planes; ++p) {
-    const auto* src = static_cast<const uint8_t*>(GST_VIDEO_FRAME_PLANE_DATA(&frame, p));
-    const int stride = GST_VIDEO_FRAME_PLANE_STRIDE(&frame, p);
-    for (int64_t r = 0; r < l.rows[p]; ++r)
-      std::memcpy(out.data_ptr<uint8_t>() + l.offset[p] + r * l.row_bytes[p], src + r * stride, l.row_bytes[p]);
-  }
+  gstflashvsr::read_planes(&frame, l, out.data_ptr<uint8_t>());
   gst_video_frame_unmap(&frame);
   return out;
 }
@@ -114,8 +94,8 @@ at::Tensor engine_upscale(const at::Tensor& frames, StreamOptions options, const
   options.in_width = frames.size(2);
   options.in_height = frames.size(1);
   Stream stream(model, options);
-  auto a = stream.push(frames);
-  auto b = stream.finish();
+  auto a = stream.push(frames).frames;
+  auto b = stream.finish().frames;
   return at::cat({a, b}, 0);
 }
 

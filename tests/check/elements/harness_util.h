@@ -5,6 +5,7 @@
 
 #include "engine.h"
 #include "frame_format.h"
+#include "video_format.h"
 
 #include <gst/check/gstharness.h>
 #include <gst/gst.h>
@@ -29,11 +30,14 @@ std::string element_line(const std::string& extra = "", const std::string& model
 // Random RGB frames uint8 [n, h, w, 3].
 at::Tensor random_frames(int64_t n, int64_t h, int64_t w, uint64_t seed);
 
-std::optional<PixelFormat> pixel_format_of(GstVideoFormat format);
-// The matrix and range the caps describe (for YUV formats), the way the element maps colorimetry.
+// The engine layout of a format of the element's pads (the element's own table, gst/video_format.h).
+using gstflashvsr::pixel_format_of;
+// The matrix and range the caps describe (for YUV formats), written here independently of the element's
+// mapping (gst/video_format.h yuv_spec_of) so that an expectation does not come from the code under test.
 YuvSpec yuv_spec_of(const GstVideoInfo& info);
 
-// A buffer of `info`'s layout (its strides) holding packed frame `packed` (uint8 [layout size]).
+// A buffer of `info`'s layout (its strides, padding bytes 0xA5) holding packed frame `packed` (uint8
+// [layout size]), written with the element's plane copies.
 GstBuffer* buffer_from_packed(const GstVideoInfo& info, const at::Tensor& packed);
 // The packed (tight) planes of a buffer of `info`'s layout: uint8 [layout size].
 at::Tensor packed_from_buffer(const GstVideoInfo& info, GstBuffer* buffer);

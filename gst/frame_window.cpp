@@ -1,0 +1,232 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "frame_window.h"
+
+#include "video_format.h"
+
+#include "error.h"
+#include "safetensors.h"
+
+#include <c10/core/InferenceMode.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+
+namespace gstflashvsr {
+
+namespace {
+
+// Buffer flags an output takes over from its input: all but GAP and TAG_MEMORY.
+const guint kCarriedFlags = ~((guint)GST_MINI_OBJECT_FLAG_LAST - 1) &
+                            ~((guint)GST_BUFFER_FLAG_GAP | (guint)GST_BUFFER_FLAG_TAG_MEMORY);
+
+flashvsr::FrameConverter converter_for(const GstVideoInfo& info, at::Device device) {
+  return flashvsr::FrameConverter(*pixel_format_of(GST_VIDEO_INFO_FORMAT(&info)), GST_VIDEO_INFO_WIDTH(&info),
+                                  GST_VIDEO_INFO_HEIGHT(&info), *yuv_spec_of(&info), device);
+}
+
+// The noise of `noise_file`'s 'noise' tensor, F32 [1, 16, T, H/8, W/8] (throws Error naming the file when
+// it has none, or too few latent frames for what the stream asks).
+flashvsr::NoiseSource noise_from_file(const std::string& noise_file) {
+  const flashvsr::TensorMap tensors = flashvsr::read_safetensors(noise_file);
+  auto it = tensors.find("noise");
+  if (it == tensors.end())
+    throw flashvsr::Error(flashvsr::Error::Kind::BadFile,
+                          noise_file + ": no tensor 'noise' (expected F32 [1, 16, T, H/8, W/8])");
+  const at::Tensor noise = it->second.to(at::kFloat);
+  return [noise, noise_file](int64_t first, int64_t count) {
+    if (noise.dim() != 5 || first + count > noise.size(2))
+      throw flashvsr::Error(flashvsr::Error::Kind::BadInput,
+                            noise_file + ": tensor 'noise' has shape " + flashvsr::shape_string(noise.sizes().vec()) +
+                                ", the stream needs latent frames up to " + std::to_string(first + count));
+    return noise.narrow(2, first, count);
+  };
+}
+
+// Blocks until the device has run everything queued (no-op on the CPU), so that a step's time includes
+// the device's work, as a download would.
+void wait_for_device(at::Device device) {
+  if (device.is_cpu()) return;
+  c10::impl::VirtualGuardImpl guard(device.type());
+  guard.getStream(device).synchronize();
+}
+
+double elapsed_ms(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
+}
+
+}  // namespace
+
+FrameMeta FrameMeta::of(GstBuffer* input) {
+  FrameMeta m;
+  m.pts = GST_BUFFER_PTS(input);
+  m.duration = GST_BUFFER_DURATION(input);
+  m.offset = GST_BUFFER_OFFSET(input);
+  m.offset_end = GST_BUFFER_OFFSET_END(input);
+  m.flags = GST_BUFFER_FLAGS(input) & kCarriedFlags;
+  return m;
+}
+
+void FrameMeta::stamp(GstBuffer* output) const {
+  GST_BUFFER_PTS(output) = pts;
+  GST_BUFFER_DTS(output) = GST_CLOCK_TIME_NONE;
+  GST_BUFFER_DURATION(output) = duration;
+  GST_BUFFER_OFFSET(output) = offset;
+  GST_BUFFER_OFFSET_END(output) = offset_end;
+  GST_BUFFER_FLAG_UNSET(output, kCarriedFlags);
+  GST_BUFFER_FLAG_SET(output, flags);
+}
+
+FrameWindow::FrameWindow(std::shared_ptr<const flashvsr::Model> model, const StreamSpec& spec,
+                         const GstVideoInfo& in_info, const GstVideoInfo& out_info)
+    : spec_(spec),
+      stream_(model, spec.options),
+      in_conv_(converter_for(in_info, model->device())),
+      out_conv_(converter_for(out_info, model->device())),
+      in_info_(in_info),
+      out_info_(out_info) {
+  if (!spec.noise_file.empty()) stream_.set_noise_source(noise_from_file(spec.noise_file));
+}
+
+size_t FrameWindow::frames_pending() const {
+  return static_cast<size_t>(std::count_if(pending_.begin(), pending_.end(), [](const Pending& p) { return !p.event; }));
+}
+
+FrameWindow::Step FrameWindow::push(GstBuffer* input) {
+  c10::InferenceMode inference;
+  Pending frame;
+  frame.meta = FrameMeta::of(input);
+  if (discont_next_) frame.meta.flags |= GST_BUFFER_FLAG_DISCONT;
+  discont_next_ = false;
+
+  // The planes, into one tight host tensor (pinned for a fast upload to CUDA): uint8 [1, in size].
+  const at::Device device = stream_.model().device();
+  const flashvsr::PlaneLayout& layout = in_conv_.layout();
+  GstVideoFrame video;
+  if (!gst_video_frame_map(&video, &in_info_, input, GST_MAP_READ))
+    throw flashvsr::Error(flashvsr::Error::Kind::BadInput,
+                          "could not map an input buffer: " + std::to_string(gst_buffer_get_size(input)) +
+                              "-byte buffer for " + GST_VIDEO_INFO_NAME(&in_info_) + " " +
+                              std::to_string(GST_VIDEO_INFO_WIDTH(&in_info_)) + "x" +
+                              std::to_string(GST_VIDEO_INFO_HEIGHT(&in_info_)) + " (" +
+                              std::to_string(GST_VIDEO_INFO_SIZE(&in_info_)) + " bytes)");
+  at::Tensor packed;
+  try {
+    packed = at::empty({1, layout.size}, at::TensorOptions().dtype(at::kByte).pinned_memory(device.is_cuda()));
+  } catch (...) {
+    gst_video_frame_unmap(&video);
+    throw;
+  }
+  read_planes(&video, layout, packed.data_ptr<uint8_t>());
+  gst_video_frame_unmap(&video);
+  pending_.push_back(std::move(frame));
+
+  Step step;
+  const auto t0 = std::chrono::steady_clock::now();
+  const flashvsr::PushResult result = stream_.push(in_conv_.to_rgb(packed));
+  queue_outputs(result.frames);
+  if (result.chunks > 0) {
+    wait_for_device(device);
+    step.ms = elapsed_ms(t0);
+  }
+  step.frames_in = 1;
+  step.frames_ready = result.frames.size(0);
+  step.chunks = result.chunks;
+  step.first_chunk = result.first_chunk && result.chunks == 1;
+  return step;
+}
+
+bool FrameWindow::push_gap(GstEvent* gap) {
+  if (pending_.empty()) return false;
+  Pending p;
+  p.event.reset(gap);
+  pending_.push_back(std::move(p));
+  return true;
+}
+
+std::optional<FrameWindow::Output> FrameWindow::pop() {
+  if (ready_.empty()) return std::nullopt;
+  Output out = std::move(ready_.front());
+  ready_.pop_front();
+  return out;
+}
+
+FrameWindow::Step FrameWindow::drain() {
+  c10::InferenceMode inference;
+  Step step;
+  if (frames_in() > 0) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const flashvsr::PushResult result = stream_.finish();
+    queue_outputs(result.frames);
+    if (result.chunks > 0) {
+      wait_for_device(stream_.model().device());
+      step.ms = elapsed_ms(t0);
+    }
+    step.frames_ready = result.frames.size(0);
+    step.chunks = result.chunks;
+    // The tail's chunks include the padding: a first chunk's time is taken from pushes only.
+    step.first_chunk = false;
+  }
+  // GAPs left behind (no frame followed them) go out after the frames.
+  for (Pending& p : pending_)
+    if (p.event) ready_.push_back(Output{std::move(p.event), {}, {}});
+  pending_.clear();
+  return step;
+}
+
+void FrameWindow::flush() {
+  pending_.clear();
+  ready_.clear();
+  discont_next_ = true;
+  stream_.reset();
+}
+
+void FrameWindow::release_gaps() {
+  while (!pending_.empty() && pending_.front().event) {
+    ready_.push_back(Output{std::move(pending_.front().event), {}, {}});
+    pending_.pop_front();
+  }
+}
+
+void FrameWindow::queue_outputs(const at::Tensor& rgb) {
+  const int64_t m = rgb.size(0);
+  // [m, H, W, 3] RGB -> [m, out size] in the output layout, on the device.
+  const at::Tensor packed = m > 0 ? out_conv_.from_rgb(rgb).contiguous() : at::Tensor();
+  for (int64_t i = 0; i < m; ++i) {
+    release_gaps();
+    if (pending_.empty())
+      throw flashvsr::Error(flashvsr::Error::Kind::Internal, "the engine returned more frames than were pushed");
+    ready_.push_back(Output{nullptr, pending_.front().meta, packed[i]});
+    pending_.pop_front();
+  }
+  release_gaps();
+}
+
+bool FrameWindow::write(const Output& frame, GstBuffer* buffer) const {
+  GstVideoFrame video;
+  if (!gst_video_frame_map(&video, &out_info_, buffer, GST_MAP_WRITE)) return false;
+  const flashvsr::PlaneLayout& layout = out_conv_.layout();
+  try {
+    c10::InferenceMode inference;
+    if (is_packed(&video, layout)) {
+      // The buffer's planes are the packed layout: one copy, straight from the device (or host) frame.
+      at::from_blob(GST_VIDEO_FRAME_PLANE_DATA(&video, 0), {layout.size}, at::kByte).copy_(frame.packed);
+    } else if (frame.packed.is_cpu()) {
+      write_planes(frame.packed.data_ptr<uint8_t>(), layout, &video);
+    } else {
+      // Other strides: a download into pinned memory, then one copy row by row.
+      at::Tensor host = at::empty({layout.size}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
+      host.copy_(frame.packed);
+      write_planes(host.data_ptr<uint8_t>(), layout, &video);
+    }
+  } catch (...) {
+    gst_video_frame_unmap(&video);
+    throw;
+  }
+  gst_video_frame_unmap(&video);
+  frame.meta.stamp(buffer);
+  return true;
+}
+
+}  // namespace gstflashvsr

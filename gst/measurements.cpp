@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "measurements.h"
+
+#include "schedule.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace gstflashvsr {
+
+namespace {
+
+// The frame duration of the latency when the caps carry no framerate (0/1, variable): 25 fps.
+constexpr gint kFallbackFpsN = 25, kFallbackFpsD = 1;
+// A new processing estimate is announced (LATENCY message) when it moved by more than this fraction.
+constexpr double kLatencyChangeRatio = 0.2;
+
+GstClockTime duration_of_fps(gint fps_n, gint fps_d) {
+  if (fps_n <= 0 || fps_d <= 0) {
+    fps_n = kFallbackFpsN;
+    fps_d = kFallbackFpsD;
+  }
+  return gst_util_uint64_scale_int(GST_SECOND, fps_d, fps_n);
+}
+
+}  // namespace
+
+void Measurements::reset() {
+  std::lock_guard<std::mutex> guard(lock_);
+  counters_ = Counters();
+  chunk_ms_total_ = 0.0;
+  first_chunk_ms_ = 0.0;
+  frame_duration_ = GST_CLOCK_TIME_NONE;
+  announced_processing_ = 0;
+}
+
+bool Measurements::set_framerate(gint fps_n, gint fps_d) {
+  const GstClockTime frame = duration_of_fps(fps_n, fps_d);
+  std::lock_guard<std::mutex> guard(lock_);
+  const bool changed = frame_duration_ != frame;
+  frame_duration_ = frame;
+  return changed;
+}
+
+bool Measurements::set_first_chunk_estimate(double ms) {
+  std::lock_guard<std::mutex> guard(lock_);
+  const bool changed = ms != first_chunk_ms_;
+  first_chunk_ms_ = ms;
+  return changed;
+}
+
+bool Measurements::record(const FrameWindow::Step& step) {
+  std::lock_guard<std::mutex> guard(lock_);
+  counters_.frames_in += static_cast<guint64>(step.frames_in);
+  if (step.chunks <= 0) return false;
+  counters_.chunks += static_cast<guint64>(step.chunks);
+  chunk_ms_total_ += step.ms;
+  counters_.mean_chunk_ms = chunk_ms_total_ / static_cast<double>(counters_.chunks);
+  if (step.first_chunk) first_chunk_ms_ = step.ms;
+  const GstClockTime processing = processing_locked();
+  const double before = static_cast<double>(announced_processing_);
+  if (before != 0.0 && std::fabs(static_cast<double>(processing) - before) <= kLatencyChangeRatio * before)
+    return false;
+  announced_processing_ = processing;
+  return true;
+}
+
+void Measurements::count_output() {
+  std::lock_guard<std::mutex> guard(lock_);
+  counters_.frames_out++;
+}
+
+Measurements::Counters Measurements::counters() const {
+  std::lock_guard<std::mutex> guard(lock_);
+  return counters_;
+}
+
+GstClockTime Measurements::processing_locked() const {
+  return static_cast<GstClockTime>(std::max(first_chunk_ms_, counters_.mean_chunk_ms) * GST_MSECOND);
+}
+
+GstClockTime Measurements::latency() const {
+  std::lock_guard<std::mutex> guard(lock_);
+  const GstClockTime frame =
+      GST_CLOCK_TIME_IS_VALID(frame_duration_) ? frame_duration_ : duration_of_fps(kFallbackFpsN, kFallbackFpsD);
+  return static_cast<GstClockTime>(flashvsr::kMaxOutputDelayFrames) * frame + processing_locked();
+}
+
+}  // namespace gstflashvsr

@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// What the flashvsr element measures, in one place: the counters of its read-only properties (frames in,
+// frames out, chunks, mean chunk time, since READY -> PAUSED) and the latency it answers (the schedule's
+// longest wait, 24 frames, plus processing: the slower of a stream's first chunk and the mean chunk).
+// Thread-safe: the streaming thread records, application threads and LATENCY queries read.
+#pragma once
+
+#include "frame_window.h"
+
+#include <gst/gst.h>
+
+#include <mutex>
+
+namespace gstflashvsr {
+
+class Measurements {
+ public:
+  struct Counters {
+    guint64 frames_in = 0, frames_out = 0, chunks = 0;
+    double mean_chunk_ms = 0.0;  // 0 before the first chunk
+  };
+
+  // Starts afresh (READY -> PAUSED): no frames, no chunks, no framerate, no first-chunk time.
+  void reset();
+  // The negotiated input framerate (25 fps when 0/1 or invalid). Returns whether the latency changed.
+  bool set_framerate(gint fps_n, gint fps_d);
+  // A first chunk timed before the stream's own (flashvsr::time_first_chunk). Returns whether it changed.
+  bool set_first_chunk_estimate(double ms);
+  // Counts what a push or a drain did. Returns whether the processing estimate moved by more than 20 %
+  // from the last one announced (or none was): the caller posts a LATENCY message.
+  bool record(const FrameWindow::Step& step);
+  // Counts an output buffer made.
+  void count_output();
+
+  Counters counters() const;
+  // The element's latency: kMaxOutputDelayFrames frame durations plus processing.
+  GstClockTime latency() const;
+
+ private:
+  GstClockTime processing_locked() const;
+
+  mutable std::mutex lock_;
+  Counters counters_;
+  double chunk_ms_total_ = 0.0;
+  // The time of a stream's first (and slowest) chunk: timed on a scratch stream at negotiation when
+  // upstream is live, then the measured first chunk of each stream. 0 while unknown.
+  double first_chunk_ms_ = 0.0;
+  GstClockTime frame_duration_ = GST_CLOCK_TIME_NONE;  // of the negotiated framerate
+  GstClockTime announced_processing_ = 0;              // last processing estimate announced
+};
+
+}  // namespace gstflashvsr
