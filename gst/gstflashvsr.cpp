@@ -34,7 +34,7 @@
 #include "engine.h"
 #include "frame_format.h"
 #include "model_cache.h"
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 #include <gst/video/video.h>
 
@@ -616,7 +616,7 @@ make_engine_stream (std::shared_ptr < const flashvsr::Model > model,
   auto stream = std::make_unique < flashvsr::Stream > (std::move (model), o);
   if (noise_file.empty ())
     return stream;
-  const flashvsr::TensorMap tensors = flashvsr::read_safetensors (noise_file);
+  const flashvsr::TensorMap tensors = flashvsr::io::read_safetensors (noise_file);
   auto it = tensors.find ("noise");
   if (it == tensors.end ())
     throw flashvsr::Error (flashvsr::Error::Kind::BadFile,

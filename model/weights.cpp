@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "weights.h"
 
-#include "file_util.h"
-#include "torch_archive.h"
+#include "io/file_util.h"
+#include "io/safetensors.h"
+#include "io/torch_archive.h"
 
 
 namespace flashvsr {
@@ -10,10 +11,10 @@ namespace flashvsr {
 WeightFile::WeightFile(std::string path, TensorMap tensors) : path_(std::move(path)), tensors_(std::move(tensors)) {}
 
 WeightFile WeightFile::open(const std::string& path) {
-  if (!is_regular_file(path))
+  if (!io::is_regular_file(path))
     throw Error(Error::Kind::NotFound, path + ": no such file");
   const bool is_safetensors = path.size() >= 12 && path.compare(path.size() - 12, 12, ".safetensors") == 0;
-  return WeightFile(path, is_safetensors ? read_safetensors(path) : read_torch_state_dict(path));
+  return WeightFile(path, is_safetensors ? io::read_safetensors(path) : io::read_torch_state_dict(path));
 }
 
 std::vector<int64_t> WeightFile::shape(const std::string& key) const {

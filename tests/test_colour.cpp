@@ -3,9 +3,9 @@
 #include "colour.h"
 
 #include "error.h"
-#include "file_util.h"
-#include "json.h"
-#include "safetensors.h"
+#include "io/file_util.h"
+#include "io/json.h"
+#include "io/safetensors.h"
 #include "test_support.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -16,6 +16,8 @@
 #include <iostream>
 #include <string>
 #include <vector>
+
+using namespace flashvsr::io;
 
 namespace flashvsr {
 namespace {

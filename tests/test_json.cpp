@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // The strict JSON reader: valid documents, every kind of malformed input, limits and error messages.
 #include "error.h"
-#include "json.h"
+#include "io/json.h"
 
 #include <gtest/gtest.h>
 
@@ -10,7 +10,7 @@
 #include <vector>
 
 using flashvsr::Error;
-using flashvsr::JsonValue;
+using flashvsr::io::JsonValue;
 
 namespace {
 

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "test_support.h"
 
-#include "file_util.h"
-#include "json.h"
+#include "io/file_util.h"
+#include "io/json.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -17,6 +17,8 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+
+using namespace flashvsr::io;
 
 namespace flashvsr::test {
 

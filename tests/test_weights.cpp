@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // Strict weight binding and model loading: configs inferred from shapes, and every defect named.
 #include "engine.h"
-#include "file_util.h"
-#include "json.h"
+#include "io/file_util.h"
+#include "io/json.h"
 #include "model_maker.h"
 #include "test_support.h"
-#include "torch_archive.h"
+#include "io/torch_archive.h"
 
 #include <gtest/gtest.h>
 
@@ -13,6 +13,7 @@
 
 
 using namespace flashvsr;
+using namespace flashvsr::io;
 
 namespace {
 

@@ -5,7 +5,7 @@
 // roofline: FLOPs per steady chunk from the model's sizes, divided by the measured time.
 #include "cli.h"
 #include "engine.h"
-#include "json.h"
+#include "io/json.h"
 #include "model_maker.h"
 
 #include <c10/core/CachingDeviceAllocator.h>
@@ -24,6 +24,7 @@
 #include <sstream>
 
 using namespace flashvsr;
+using namespace flashvsr::io;
 using Clock = std::chrono::steady_clock;
 
 namespace {

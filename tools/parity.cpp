@@ -6,9 +6,9 @@
 // the fixture's params.json; nothing fixture-specific lives here.
 #include "cli.h"
 #include "engine.h"
-#include "file_util.h"
-#include "json.h"
-#include "safetensors.h"
+#include "io/file_util.h"
+#include "io/json.h"
+#include "io/safetensors.h"
 
 #include <c10/core/InferenceMode.h>
 
@@ -22,6 +22,7 @@
 #include <sstream>
 
 using namespace flashvsr;
+using namespace flashvsr::io;
 
 namespace {
 

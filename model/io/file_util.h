@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace flashvsr {
+namespace flashvsr::io {
 
 bool is_directory(const std::string& path);
 bool is_regular_file(const std::string& path);
@@ -46,4 +46,4 @@ class ReadOnlyFile {
 // The file formats we read are little-endian; throws Error(Internal) naming `what` on a big-endian host.
 void require_little_endian(const std::string& what);
 
-}  // namespace flashvsr
+}  // namespace flashvsr::io

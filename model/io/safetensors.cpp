@@ -1,30 +1,21 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// safetensors reader and writer. The header is validated completely against the real file size before
-// any tensor memory is allocated; tensor bytes are streamed straight into their tensors.
-#include "safetensors.h"
-
-#include "file_util.h"
+// The safetensors reader. The header is validated completely against the real file size before any
+// tensor memory is allocated; tensor bytes are streamed straight into their tensors.
+#include "io/safetensors.h"
 
 #include "error.h"
-#include "json.h"
-
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include "io/file_util.h"
+#include "io/json.h"
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
-#include <fstream>
 #include <limits>
 
-namespace flashvsr {
+namespace flashvsr::io {
 
 namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the limit of the reference implementation
 constexpr size_t kMaxRank = 64;
-constexpr uint64_t kReadChunk = uint64_t(64) << 20;
 
 [[noreturn]] void bad(const std::string& path, const std::string& msg) {
   throw Error(Error::Kind::BadFile, "safetensors file '" + path + "': " + msg);
@@ -38,21 +29,6 @@ const DtypeName kDtypes[] = {
     {"F64", at::kDouble}, {"F32", at::kFloat}, {"F16", at::kHalf},  {"BF16", at::kBFloat16}, {"I64", at::kLong},
     {"I32", at::kInt},    {"I16", at::kShort}, {"I8", at::kChar},   {"U8", at::kByte},       {"BOOL", at::kBool},
 };
-
-bool dtype_from_name(const std::string& name, at::ScalarType* out) {
-  for (const auto& d : kDtypes)
-    if (name == d.name) {
-      *out = d.type;
-      return true;
-    }
-  return false;
-}
-
-const char* dtype_name(at::ScalarType t) {
-  for (const auto& d : kDtypes)
-    if (d.type == t) return d.name;
-  return nullptr;
-}
 
 struct Entry {
   std::string name;
@@ -116,7 +92,7 @@ Header read_header(ReadOnlyFile& file, const std::string& path) {
     e.name = key;
     const JsonValue& dt = v.at("dtype");
     if (!dt.is_string()) bad(path, t + ": dtype is not a string");
-    if (!dtype_from_name(dt.as_string(), &e.dtype))
+    if (!safetensors_dtype(dt.as_string(), &e.dtype))
       bad(path, t + ": unknown or unsupported dtype '" + dt.as_string() + "'");
     const JsonValue& shape = v.at("shape");
     if (!shape.is_array()) bad(path, t + ": shape is not an array");
@@ -180,30 +156,22 @@ Header read_header(ReadOnlyFile& file, const std::string& path) {
   return h;
 }
 
-void append_json_string(std::string& out, const std::string& s) {
-  static const char* hex = "0123456789abcdef";
-  out += '"';
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          out += "\\u00";
-          out += hex[c >> 4];
-          out += hex[c & 15];
-        } else {
-          out += static_cast<char>(c);
-        }
+}  // namespace
+
+bool safetensors_dtype(const std::string& name, at::ScalarType* dtype) {
+  for (const auto& d : kDtypes)
+    if (name == d.name) {
+      *dtype = d.type;
+      return true;
     }
-  }
-  out += '"';
+  return false;
 }
 
-}  // namespace
+const char* safetensors_dtype_name(at::ScalarType dtype) {
+  for (const auto& d : kDtypes)
+    if (d.type == dtype) return d.name;
+  return nullptr;
+}
 
 std::map<std::string, TensorInfo> read_safetensors_header(const std::string& path) {
   ReadOnlyFile file(path, "safetensors file");
@@ -231,71 +199,4 @@ TensorMap read_safetensors(const std::string& path) {
   return out;
 }
 
-void write_safetensors(const std::string& path, const TensorMap& tensors,
-                       const std::map<std::string, std::string>& metadata) {
-  require_little_endian("safetensors");
-  std::vector<at::Tensor> data;
-  std::string json = "{";
-  bool first = true;
-  if (!metadata.empty()) {
-    json += "\"__metadata__\":{";
-    for (const auto& [k, v] : metadata) {
-      if (!first) json += ',';
-      first = false;
-      append_json_string(json, k);
-      json += ':';
-      append_json_string(json, v);
-    }
-    json += '}';
-    first = false;
-  }
-  uint64_t offset = 0;
-  for (const auto& [name, tensor] : tensors) {
-    if (name == "__metadata__") throw Error(Error::Kind::BadInput, "a tensor may not be named __metadata__");
-    if (!tensor.defined()) throw Error(Error::Kind::BadInput, "tensor '" + name + "' is undefined");
-    const char* dt = dtype_name(tensor.scalar_type());
-    if (!dt)
-      throw Error(Error::Kind::BadInput, "tensor '" + name + "' has dtype " +
-                                             std::string(c10::toString(tensor.scalar_type())) +
-                                             ", which safetensors writing does not support");
-    at::Tensor t = tensor.detach().to(at::kCPU).contiguous();
-    uint64_t nbytes = t.numel() * t.element_size();
-    if (!first) json += ',';
-    first = false;
-    append_json_string(json, name);
-    json += ":{\"dtype\":\"";
-    json += dt;
-    json += "\",\"shape\":[";
-    for (int64_t i = 0; i < t.dim(); ++i) {
-      if (i) json += ',';
-      json += std::to_string(t.size(i));
-    }
-    json += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + nbytes) + "]}";
-    offset += nbytes;
-    data.push_back(std::move(t));
-  }
-  json += '}';
-  while (json.size() % 8 != 0) json += ' ';
-
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) throw Error(Error::Kind::NotFound, "cannot create safetensors file '" + path + "'");
-  unsigned char len_bytes[8];
-  uint64_t n = json.size();
-  for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>(n >> (8 * i));
-  f.write(reinterpret_cast<const char*>(len_bytes), 8);
-  f.write(json.data(), static_cast<std::streamsize>(json.size()));
-  for (const auto& t : data) {
-    const char* p = static_cast<const char*>(t.data_ptr());
-    uint64_t left = t.numel() * t.element_size();
-    while (left > 0) {
-      uint64_t chunk = std::min(left, kReadChunk);
-      f.write(p, static_cast<std::streamsize>(chunk));
-      p += chunk;
-      left -= chunk;
-    }
-  }
-  f.flush();
-  if (!f) throw Error(Error::Kind::BadFile, "failed writing safetensors file '" + path + "'");
-}
-
-}  // namespace flashvsr
+}  // namespace flashvsr::io

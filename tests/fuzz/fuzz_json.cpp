@@ -5,12 +5,13 @@
 //  - objects list each key once, in `keys()`, matching the map;
 //  - a parsed document, written out again (by the serializer below) and re-parsed, is the same document.
 #include "fuzz_support.h"
-#include "json.h"
+#include "io/json.h"
 
 #include <cmath>
 #include <cstdio>
 
 using namespace flashvsr;
+using namespace flashvsr::io;
 
 namespace {
 

@@ -11,12 +11,14 @@
 //    defects, and with other (valid) block counts and widths.
 // A missing fixtures directory only drops the fixture seeds. Identical seeds are written once.
 #include "engine.h"
-#include "file_util.h"
+#include "io/file_util.h"
 #include "fuzz_model_spec.h"
-#include "json.h"
+#include "io/json.h"
 #include "model_maker.h"
-#include "safetensors.h"
-#include "torch_archive.h"
+#include "io/safetensors.h"
+#include "writers/safetensors_writer.h"
+#include "io/torch_archive.h"
+#include "writers/torch_archive_writer.h"
 #include "weights.h"
 
 #include <c10/core/InferenceMode.h>
@@ -29,6 +31,7 @@
 #include <sstream>
 
 using namespace flashvsr;
+using namespace flashvsr::io;
 
 namespace {
 

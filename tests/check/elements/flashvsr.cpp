@@ -6,10 +6,10 @@
 #include "harness_util.h"
 
 #include "cli.h"
-#include "file_util.h"
-#include "json.h"
+#include "io/file_util.h"
+#include "io/json.h"
 #include "model_maker.h"
-#include "safetensors.h"
+#include "io/safetensors.h"
 #include "test_support.h"
 
 #include <ATen/Parallel.h>
@@ -28,6 +28,7 @@
 #include <vector>
 
 using namespace flashvsr;
+using namespace flashvsr::io;
 using namespace flashvsr::check;
 
 namespace {
