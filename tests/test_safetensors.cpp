@@ -13,7 +13,7 @@
 #include <random>
 
 using flashvsr::Error;
-using flashvsr::io::JsonValue;
+using flashvsr::io::Json;
 using flashvsr::TensorMap;
 namespace t = flashvsr::test;
 
@@ -109,13 +109,13 @@ TEST(Safetensors, WriterPadsHeaderAndLaysTensorsOutInNameOrder) {
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[i]);
   EXPECT_EQ(n % 8, 0u);
   ASSERT_LE(8 + n, bytes.size());
-  const JsonValue h = JsonValue::parse(bytes.substr(8, n));
-  EXPECT_EQ(h.at("__metadata__").at("k").as_string(), "v");
-  EXPECT_EQ(h.at("a").at("data_offsets").as_array()[1].as_int(), 1);
-  EXPECT_EQ(h.at("b").at("data_offsets").as_array()[0].as_int(), 1);
-  EXPECT_EQ(h.at("b").at("data_offsets").as_array()[1].as_int(), 7);
-  EXPECT_EQ(h.at("c").at("data_offsets").as_array()[0].as_int(), 7);
-  EXPECT_EQ(h.at("c").at("dtype").as_string(), "F64");
+  const Json h = flashvsr::io::parse_json(bytes.substr(8, n), "header");
+  EXPECT_EQ(h.at("__metadata__").at("k").get<std::string>(), "v");
+  EXPECT_EQ(h.at("a").at("data_offsets")[1].get<int64_t>(), 1);
+  EXPECT_EQ(h.at("b").at("data_offsets")[0].get<int64_t>(), 1);
+  EXPECT_EQ(h.at("b").at("data_offsets")[1].get<int64_t>(), 7);
+  EXPECT_EQ(h.at("c").at("data_offsets")[0].get<int64_t>(), 7);
+  EXPECT_EQ(h.at("c").at("dtype").get<std::string>(), "F64");
   EXPECT_EQ(bytes.size(), 8 + n + 1 + 6 + 32);
 }
 
@@ -157,7 +157,7 @@ class SafetensorsFixtures : public t::AnyVariantFixtureTest {};
 
 TEST_P(SafetensorsFixtures, ReadsFixtureFiles) {
   const std::string& d = fixture();
-  const JsonValue params = JsonValue::parse(t::read_file(d + "/params.json"));
+  const Json params = flashvsr::io::read_json_file(d + "/params.json");
   const TensorMap model = flashvsr::io::read_safetensors(d + "/model/diffusion_pytorch_model_streaming_dmd.safetensors");
   EXPECT_GT(model.size(), 10u);
   for (const auto& [name, x] : model) {
@@ -171,20 +171,20 @@ TEST_P(SafetensorsFixtures, ReadsFixtureFiles) {
   const TensorMap input = flashvsr::io::read_safetensors(d + "/input.safetensors");
   const auto& lr = input.at("lr_frames");
   EXPECT_EQ(lr.scalar_type(), at::kByte);
-  EXPECT_EQ(lr.sizes().vec(), (std::vector<int64_t>{params.at("num_frames").as_int(), params.at("lr_height").as_int(),
-                                                     params.at("lr_width").as_int(), 3}));
+  EXPECT_EQ(lr.sizes().vec(), (std::vector<int64_t>{params.at("num_frames").get<int64_t>(), params.at("lr_height").get<int64_t>(),
+                                                     params.at("lr_width").get<int64_t>(), 3}));
   EXPECT_EQ(input.at("noise").scalar_type(), at::kFloat);
   EXPECT_EQ(input.at("noise").dim(), 5);
-  EXPECT_EQ(input.at("lq_video_u8").size(0), params.at("padded_frames").as_int());
+  EXPECT_EQ(input.at("lq_video_u8").size(0), params.at("padded_frames").get<int64_t>());
 
   const TensorMap expected = flashvsr::io::read_safetensors(d + "/expected.safetensors");
   ASSERT_TRUE(expected.count("frames") || expected.count("frames_u8"));
   if (expected.count("frames_u8")) {
     EXPECT_EQ(expected.at("frames_u8").scalar_type(), at::kByte);
-    EXPECT_EQ(expected.at("frames_u8").size(0), params.at("num_frames").as_int());
+    EXPECT_EQ(expected.at("frames_u8").size(0), params.at("num_frames").get<int64_t>());
   } else {
     EXPECT_EQ(expected.at("frames").scalar_type(), at::kHalf);
-    EXPECT_EQ(expected.at("frames").size(1), params.at("num_frames").as_int());
+    EXPECT_EQ(expected.at("frames").size(1), params.at("num_frames").get<int64_t>());
     EXPECT_LE(expected.at("frames").abs().max().item<float>(), 1.01f);
   }
 }

@@ -67,8 +67,8 @@ std::vector<std::string> fixture_dirs() {
 }
 
 std::string fixture_variant(const std::string& dir) {
-  const JsonValue params = JsonValue::parse(read_file(join_path(dir, "params.json")));
-  return params.has("variant") ? params.at("variant").as_string("variant") : "tiny";
+  const Json params = read_json_file(join_path(dir, "params.json"));
+  return params.contains("variant") ? json_get<std::string>(params, "variant", dir + "/params.json") : "tiny";
 }
 
 std::string unsupported_fixture_reason(const std::string& dir) {

@@ -338,12 +338,12 @@ TEST_P(TorchArchiveTinyFixtures, ReadsStateDictWithMetadataFixture) {
 
 TEST_P(TorchArchiveTinyFixtures, ReadsSingleTensorFixture) {
   const std::string& d = fixture();
-  const auto params = flashvsr::io::JsonValue::parse(t::read_file(d + "/params.json"));
+  const auto params = flashvsr::io::read_json_file(d + "/params.json");
   const at::Tensor x = flashvsr::io::read_torch_tensor(fixture_model(d, "posi_prompt.pth"));
   EXPECT_EQ(x.scalar_type(), at::kBFloat16);
   ASSERT_EQ(x.dim(), 3);
   EXPECT_EQ(x.size(0), 1);
-  EXPECT_EQ(x.size(2), params.at("text_dim").as_int());
+  EXPECT_EQ(x.size(2), params.at("text_dim").get<int64_t>());
   EXPECT_TRUE(x.is_contiguous());
   // The wrong reader for the object is a clear error, not a crash.
   try {

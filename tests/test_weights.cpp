@@ -100,18 +100,18 @@ class ModelLoadFixtures : public test::FixtureTest {};
 TEST_P(ModelLoadFixtures, FixtureModelsMatchTheirParams) {
   c10::InferenceMode guard;
   const std::string& dir = fixture();
-  auto p = JsonValue::parse(test::read_file(dir + "/params.json"));
+  const Json p = read_json_file(dir + "/params.json");
   auto m = Model::load(dir + "/model", LoadOptions{});
   const auto& c = m->config();
-  EXPECT_EQ(c.dit.dim, p.at("dim").as_int());
-  EXPECT_EQ(c.dit.heads, p.at("num_heads").as_int());
-  EXPECT_EQ(c.dit.ffn_dim, p.at("ffn_dim").as_int());
-  EXPECT_EQ(c.dit.layers, p.at("num_layers").as_int());
-  EXPECT_EQ(c.dit.text_dim, p.at("text_dim").as_int());
-  EXPECT_EQ(c.context_len, p.at("context_len").as_int());
-  EXPECT_EQ(c.lq_proj.hidden1, p.at("lq_hidden").as_array()[0].as_int());
-  EXPECT_EQ(c.lq_proj.hidden2, p.at("lq_hidden").as_array()[1].as_int());
-  for (int i = 0; i < 4; ++i) EXPECT_EQ(c.decoder.channels[i], p.at("tc_channels").as_array()[i].as_int());
+  EXPECT_EQ(c.dit.dim, p.at("dim").get<int64_t>());
+  EXPECT_EQ(c.dit.heads, p.at("num_heads").get<int64_t>());
+  EXPECT_EQ(c.dit.ffn_dim, p.at("ffn_dim").get<int64_t>());
+  EXPECT_EQ(c.dit.layers, p.at("num_layers").get<int64_t>());
+  EXPECT_EQ(c.dit.text_dim, p.at("text_dim").get<int64_t>());
+  EXPECT_EQ(c.context_len, p.at("context_len").get<int64_t>());
+  EXPECT_EQ(c.lq_proj.hidden1, p.at("lq_hidden")[0].get<int64_t>());
+  EXPECT_EQ(c.lq_proj.hidden2, p.at("lq_hidden")[1].get<int64_t>());
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(c.decoder.channels[i], p.at("tc_channels")[i].get<int64_t>());
 }
 
 FLASHVSR_FIXTURE_TESTS(ModelLoadFixtures);

@@ -1,56 +1,48 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// A small strict JSON reader (RFC 8259) for safetensors headers and fixture parameter files.
-// Bounded: nesting depth and input size are limited, every error names the byte offset.
+// JSON documents (RFC 8259) for the files the engine and its tools read: safetensors headers, fixture
+// parameters, benchmark baselines. nlohmann/json parses (no comments, nothing after the value, invalid
+// UTF-8 and lone surrogates refused); on top of it every object key must be unique (a duplicate would
+// make two readers see two different files) and nesting is bounded. Errors are Error(BadFile) naming the
+// source; the typed accessors below turn a missing member or a value of the wrong type into one too.
 #pragma once
 
+#include <nlohmann/json.hpp>
+
+#include <cstddef>
 #include <cstdint>
-#include <map>
-#include <memory>
 #include <string>
-#include <vector>
 
 namespace flashvsr::io {
 
-class JsonValue {
- public:
-  enum class Type { Null, Bool, Number, String, Array, Object };
+using Json = nlohmann::json;
 
-  Type type() const { return type_; }
-  bool is_null() const { return type_ == Type::Null; }
-  bool is_bool() const { return type_ == Type::Bool; }
-  bool is_number() const { return type_ == Type::Number; }
-  bool is_string() const { return type_ == Type::String; }
-  bool is_array() const { return type_ == Type::Array; }
-  bool is_object() const { return type_ == Type::Object; }
+constexpr size_t kMaxJsonDepth = 64;
 
-  // Accessors throw flashvsr::Error(BadFile) naming `what` when the type does not match.
-  bool as_bool(const std::string& what = "value") const;
-  double as_number(const std::string& what = "value") const;
-  // The number as an exact integer; throws if it has a fraction or is out of int64 range.
-  int64_t as_int(const std::string& what = "value") const;
-  const std::string& as_string(const std::string& what = "value") const;
-  const std::vector<JsonValue>& as_array(const std::string& what = "value") const;
-  // Keys in document order are kept in `keys()`; duplicate keys are an error.
-  const std::map<std::string, JsonValue>& as_object(const std::string& what = "value") const;
-  const std::vector<std::string>& keys() const { return keys_; }
+// Errors: "<source>: not valid JSON: <where and why>", "<source>: duplicate JSON object key \"k\"",
+// "<source>: JSON nested deeper than <max_depth> levels".
+Json parse_json(const std::string& text, const std::string& source, size_t max_depth = kMaxJsonDepth);
+// The file read whole and parsed, named by its path; Error(NotFound) when it cannot be opened.
+Json read_json_file(const std::string& path, size_t max_depth = kMaxJsonDepth);
 
-  bool has(const std::string& key) const;
-  // Object member; throws naming the key when absent.
-  const JsonValue& at(const std::string& key) const;
+// `v` as T, `what` naming it in errors ("<what>: expected an integer, found a string"):
+//   int64_t      a JSON integer within int64 (not 2.0, not 1e3: as the safetensors format reads them)
+//   double       any number
+//   std::string  a string
+//   bool         true or false
+template <typename T>
+T json_as(const Json& v, const std::string& what);
+// Member `key` of the object `object` as T; Error(BadFile) "<source>: \"<key>\": ..." when it is absent,
+// of another type, or `object` is no object.
+template <typename T>
+T json_get(const Json& object, const std::string& key, const std::string& source);
 
-  static JsonValue parse(const std::string& text, size_t max_depth = 64);
-
- private:
-  friend class JsonParser;
-  Type type_ = Type::Null;
-  bool bool_ = false;
-  double number_ = 0.0;
-  bool number_is_int_ = false;
-  int64_t int_ = 0;
-  std::string string_;
-  std::vector<JsonValue> array_;
-  std::map<std::string, JsonValue> object_;
-  std::vector<std::string> keys_;
-};
+template <> int64_t json_as<int64_t>(const Json& v, const std::string& what);
+template <> double json_as<double>(const Json& v, const std::string& what);
+template <> std::string json_as<std::string>(const Json& v, const std::string& what);
+template <> bool json_as<bool>(const Json& v, const std::string& what);
+extern template int64_t json_get<int64_t>(const Json&, const std::string&, const std::string&);
+extern template double json_get<double>(const Json&, const std::string&, const std::string&);
+extern template std::string json_get<std::string>(const Json&, const std::string&, const std::string&);
+extern template bool json_get<bool>(const Json&, const std::string&, const std::string&);
 
 }  // namespace flashvsr::io

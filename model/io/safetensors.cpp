@@ -42,14 +42,6 @@ struct Header {
   std::vector<Entry> entries;  // in name order
 };
 
-int64_t json_int(const std::string& path, const JsonValue& v, const std::string& what) {
-  try {
-    return v.as_int(what);
-  } catch (const Error& e) {
-    bad(path, e.what());
-  }
-}
-
 Header read_header(ReadOnlyFile& file, const std::string& path) {
   require_little_endian("safetensors");
   if (file.size() < 8) bad(path, "file is " + std::to_string(file.size()) + " bytes, too short for the 8-byte header length");
@@ -65,48 +57,43 @@ Header read_header(ReadOnlyFile& file, const std::string& path) {
   std::string text(n, '\0');
   file.read(8, text.data(), n);
 
-  JsonValue root;
-  try {
-    root = JsonValue::parse(text);
-  } catch (const Error& e) {
-    bad(path, std::string("header is not valid JSON: ") + e.what());
-  }
+  const std::string where = "safetensors file '" + path + "'";
+  const Json root = parse_json(text, where + ": header");
   if (!root.is_object()) bad(path, "header is not a JSON object");
 
   Header h;
   h.data_start = 8 + n;
   const uint64_t buffer = file.size() - h.data_start;
-  for (const auto& key : root.keys()) {
-    const JsonValue& v = root.at(key);
+  for (const auto& [key, v] : root.items()) {
     if (key == "__metadata__") {
       if (!v.is_object()) bad(path, "__metadata__ is not an object");
-      for (const auto& mk : v.keys())
-        if (!v.at(mk).is_string()) bad(path, "__metadata__ value of \"" + mk + "\" is not a string");
+      for (const auto& [mk, mv] : v.items())
+        if (!mv.is_string()) bad(path, "__metadata__ value of \"" + mk + "\" is not a string");
       continue;
     }
     const std::string t = "tensor '" + key + "'";
     if (!v.is_object()) bad(path, t + " is not described by an object");
     for (const char* field : {"dtype", "shape", "data_offsets"})
-      if (!v.has(field)) bad(path, t + " lacks \"" + field + "\"");
+      if (!v.contains(field)) bad(path, t + " lacks \"" + field + "\"");
     Entry e;
     e.name = key;
-    const JsonValue& dt = v.at("dtype");
+    const Json& dt = v.at("dtype");
     if (!dt.is_string()) bad(path, t + ": dtype is not a string");
-    if (!safetensors_dtype(dt.as_string(), &e.dtype))
-      bad(path, t + ": unknown or unsupported dtype '" + dt.as_string() + "'");
-    const JsonValue& shape = v.at("shape");
+    const std::string& dtype = dt.get_ref<const std::string&>();
+    if (!safetensors_dtype(dtype, &e.dtype)) bad(path, t + ": unknown or unsupported dtype '" + dtype + "'");
+    const Json& shape = v.at("shape");
     if (!shape.is_array()) bad(path, t + ": shape is not an array");
-    if (shape.as_array().size() > kMaxRank)
-      bad(path, t + ": shape has " + std::to_string(shape.as_array().size()) + " dimensions, more than " +
+    if (shape.size() > kMaxRank)
+      bad(path, t + ": shape has " + std::to_string(shape.size()) + " dimensions, more than " +
                     std::to_string(kMaxRank));
     uint64_t nbytes = at::elementSize(e.dtype);
-    for (const auto& d : shape.as_array()) {
-      int64_t dim = json_int(path, d, t + " shape");
+    for (const auto& d : shape) {
+      const int64_t dim = json_as<int64_t>(d, where + ": " + t + " shape");
       if (dim < 0) bad(path, t + ": negative dimension " + std::to_string(dim));
       e.shape.push_back(dim);
     }
     // Overflow-checked byte count; any zero dimension makes it zero.
-    bool empty = std::find(e.shape.begin(), e.shape.end(), 0) != e.shape.end();
+    const bool empty = std::find(e.shape.begin(), e.shape.end(), 0) != e.shape.end();
     if (empty) nbytes = 0;
     for (int64_t dim : e.shape) {
       if (empty) break;
@@ -114,10 +101,10 @@ Header read_header(ReadOnlyFile& file, const std::string& path) {
         bad(path, t + ": shape " + shape_string(e.shape) + " is too large");
       nbytes *= static_cast<uint64_t>(dim);
     }
-    const JsonValue& offs = v.at("data_offsets");
-    if (!offs.is_array() || offs.as_array().size() != 2) bad(path, t + ": data_offsets is not a [begin, end] pair");
-    int64_t b = json_int(path, offs.as_array()[0], t + " data_offsets");
-    int64_t en = json_int(path, offs.as_array()[1], t + " data_offsets");
+    const Json& offs = v.at("data_offsets");
+    if (!offs.is_array() || offs.size() != 2) bad(path, t + ": data_offsets is not a [begin, end] pair");
+    const int64_t b = json_as<int64_t>(offs[0], where + ": " + t + " data_offsets");
+    const int64_t en = json_as<int64_t>(offs[1], where + ": " + t + " data_offsets");
     if (b < 0 || en < b)
       bad(path, t + ": invalid data_offsets [" + std::to_string(b) + ", " + std::to_string(en) + "]");
     if (static_cast<uint64_t>(en) > buffer)
@@ -127,7 +114,7 @@ Header read_header(ReadOnlyFile& file, const std::string& path) {
     e.end = static_cast<uint64_t>(en);
     if (e.end - e.begin != nbytes)
       bad(path, t + ": data_offsets span " + std::to_string(e.end - e.begin) + " bytes, expected " +
-                    std::to_string(nbytes) + " for " + dt.as_string() + " " + shape_string(e.shape));
+                    std::to_string(nbytes) + " for " + dtype + " " + shape_string(e.shape));
     h.entries.push_back(std::move(e));
   }
   std::sort(h.entries.begin(), h.entries.end(), [](const Entry& a, const Entry& b) { return a.name < b.name; });

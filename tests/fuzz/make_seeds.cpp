@@ -106,9 +106,10 @@ std::string safetensors_header(const std::string& bytes) {
 std::map<std::string, std::string> safetensors_metadata(const std::string& bytes) {
   std::map<std::string, std::string> meta;
   try {
-    JsonValue h = JsonValue::parse(safetensors_header(bytes));
-    if (h.is_object() && h.has("__metadata__"))
-      for (const auto& k : h.at("__metadata__").keys()) meta[k] = h.at("__metadata__").at(k).as_string();
+    const Json h = parse_json(safetensors_header(bytes), "safetensors header");
+    if (h.is_object() && h.contains("__metadata__") && h.at("__metadata__").is_object())
+      for (const auto& [k, v] : h.at("__metadata__").items())
+        if (v.is_string()) meta[k] = v.get<std::string>();
   } catch (const Error&) {
   }
   return meta;

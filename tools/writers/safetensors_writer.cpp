@@ -3,6 +3,7 @@
 
 #include "error.h"
 #include "io/file_util.h"
+#include "io/json.h"
 #include "io/safetensors.h"
 
 #include <algorithm>
@@ -15,27 +16,13 @@ namespace {
 
 constexpr uint64_t kWriteChunk = uint64_t(64) << 20;
 
-void append_json_string(std::string& out, const std::string& s) {
-  static const char* hex = "0123456789abcdef";
-  out += '"';
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          out += "\\u00";
-          out += hex[c >> 4];
-          out += hex[c & 15];
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
+// `s` as a JSON string (escaped by nlohmann/json); Error(BadInput) naming `what` when it is not UTF-8.
+std::string quoted(const std::string& s, const std::string& what) {
+  try {
+    return Json(s).dump(-1, ' ', false, Json::error_handler_t::strict);
+  } catch (const nlohmann::json::exception&) {
+    throw Error(Error::Kind::BadInput, what + " is not valid UTF-8, which a safetensors header must be");
   }
-  out += '"';
 }
 
 }  // namespace
@@ -51,9 +38,7 @@ void write_safetensors(const std::string& path, const TensorMap& tensors,
     for (const auto& [k, v] : metadata) {
       if (!first) json += ',';
       first = false;
-      append_json_string(json, k);
-      json += ':';
-      append_json_string(json, v);
+      json += quoted(k, "metadata key '" + k + "'") + ':' + quoted(v, "metadata value of '" + k + "'");
     }
     json += '}';
     first = false;
@@ -71,7 +56,7 @@ void write_safetensors(const std::string& path, const TensorMap& tensors,
     const uint64_t nbytes = t.numel() * t.element_size();
     if (!first) json += ',';
     first = false;
-    append_json_string(json, name);
+    json += quoted(name, "tensor name '" + name + "'");
     json += ":{\"dtype\":\"";
     json += dt;
     json += "\",\"shape\":[";
