@@ -43,8 +43,14 @@ at::Tensor WeightFile::take(const std::string& key, const std::vector<int64_t>& 
     throw Error(Error::Kind::BadFile, path_ + ": tensor '" + key + "' has dtype " +
                                           std::string(c10::toString(t.scalar_type())) +
                                           ", expected a floating-point dtype (F32, BF16, F16)");
+  if (t.is_meta())
+    throw Error(Error::Kind::Internal, path_ + ": tensor '" + key + "' was taken before (and converted): take each tensor once");
   taken_.insert(key);
-  return t.to(device, dtype).contiguous();
+  at::Tensor out = t.to(device, dtype).contiguous();
+  // A converted copy no longer needs the file's tensor: keep only its shape and dtype (a meta tensor), so
+  // that its memory (pages of a mapped file, io/mapped_file.h) goes now, not when the whole file is closed.
+  if (!out.is_alias_of(it->second)) it->second = at::empty(it->second.sizes(), it->second.options().device(at::kMeta));
+  return out;
 }
 
 std::vector<std::string> WeightFile::unused() const {

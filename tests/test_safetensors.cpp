@@ -9,8 +9,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <optional>
 #include <random>
+#include <sstream>
 
 using flashvsr::Error;
 using flashvsr::io::Json;
@@ -91,10 +93,69 @@ TEST(Safetensors, RoundTripsEveryDtype) {
     EXPECT_TRUE(x.is_contiguous()) << name;
     EXPECT_TRUE(x.device().is_cpu()) << name;
   }
-  // Each tensor owns its memory: changing one leaves the file's other tensors alone.
+  // A write to a tensor stays in it: the file, and what is read from it again, are unchanged.
+  const std::string bytes = t::read_file(dir + "/x.safetensors");
   TensorMap again = flashvsr::io::read_safetensors(dir + "/x.safetensors");
   again["f32"].fill_(0);
   EXPECT_TRUE(at::equal(flashvsr::io::read_safetensors(dir + "/x.safetensors")["f32"], in.at("f32")));
+  EXPECT_EQ(t::read_file(dir + "/x.safetensors"), bytes);
+}
+
+TEST(Safetensors, TensorsAreViewsOfTheFileNotCopies) {
+  const std::string dir = t::scratch_dir("safetensors_views");
+  // Laid out in name order: a at data bytes [0, 16), b at [16, 24).
+  flashvsr::io::write_safetensors(dir + "/x.safetensors", {{"a", at::arange(4, at::kFloat)}, {"b", at::ones({2})}});
+  const TensorMap m = flashvsr::io::read_safetensors(dir + "/x.safetensors");
+  // Separate allocations could not lie 16 bytes apart (the CPU allocator aligns each to 64 bytes).
+  EXPECT_EQ(static_cast<const char*>(m.at("b").data_ptr()) - static_cast<const char*>(m.at("a").data_ptr()), 16);
+  EXPECT_TRUE(at::equal(m.at("a"), at::arange(4, at::kFloat)));
+}
+
+TEST(Safetensors, TensorsStartingOffTheirAlignmentAreCopiedIntoAlignedMemory) {
+  const std::string dir = t::scratch_dir("safetensors_unaligned");
+  // The 107-byte header puts the data buffer at file offset 115 and the F32 tensor at 118, 2 bytes off.
+  const std::string header = R"({"u":{"dtype":"U8","shape":[3],"data_offsets":[0,3]},)"
+                             R"("f":{"dtype":"F32","shape":[2],"data_offsets":[3,11]}})";
+  ASSERT_EQ((8 + header.size() + 3) % 4, 2u);
+  std::string data = "\x07\x08\x09";
+  const float f[2] = {1.5f, -2.0f};
+  data.append(reinterpret_cast<const char*>(f), sizeof f);
+  t::write_file(dir + "/x.safetensors", raw_file(header, data));
+  const TensorMap m = flashvsr::io::read_safetensors(dir + "/x.safetensors");
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(m.at("f").data_ptr()) % alignof(float), 0u);
+  EXPECT_TRUE(at::equal(m.at("f"), at::tensor({1.5f, -2.0f})));
+  EXPECT_TRUE(at::equal(m.at("u"), at::tensor({7, 8, 9}, at::kByte)));
+}
+
+namespace {
+
+// A field of /proc/self/status in KiB ("RssAnon", "RssFile").
+int64_t status_kib(const std::string& field) {
+  std::istringstream in(t::read_file("/proc/self/status"));
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1));
+  return -1;
+}
+
+}  // namespace
+
+TEST(Safetensors, LoadedTensorsLiveInThePageCacheAndLeaveMemoryWithTheirLastView) {
+  if (status_kib("RssAnon") < 0 || status_kib("RssFile") < 0) GTEST_SKIP() << "no RssAnon/RssFile in /proc/self/status";
+  const std::string dir = t::scratch_dir("safetensors_memory");
+  const int64_t mib = 64;
+  // 64 MiB of F32, and a small tensor after it that keeps the file mapped.
+  flashvsr::io::write_safetensors(dir + "/big.safetensors", {{"w", at::ones({mib << 18})}, {"x", at::ones({4})}});
+  const int64_t anon0 = status_kib("RssAnon"), file0 = status_kib("RssFile");
+  TensorMap m = flashvsr::io::read_safetensors(dir + "/big.safetensors");
+  EXPECT_EQ(m.at("w").sum().item<double>(), double(mib << 18));  // every page read
+  // The bytes are the file's pages (file-backed memory), not a heap copy.
+  EXPECT_LT(status_kib("RssAnon") - anon0, (mib / 4) << 10);
+  EXPECT_GT(status_kib("RssFile") - file0, (mib * 3 / 4) << 10);
+  // Its last view gone, w's pages leave the process although x keeps the file mapped.
+  m.erase("w");
+  EXPECT_LT(status_kib("RssFile") - file0, (mib / 4) << 10);
+  EXPECT_TRUE(at::equal(m.at("x"), at::ones({4})));
 }
 
 TEST(Safetensors, WriterPadsHeaderAndLaysTensorsOutInNameOrder) {

@@ -62,6 +62,25 @@ TEST(WeightFile, UnusedListsWhatWasNeverTaken) {
   EXPECT_EQ(f.count_indexed("z.", ".w"), 0);
 }
 
+TEST(WeightFile, AConvertedTensorIsReleasedButKeepsItsShape) {
+  const at::Tensor source = at::arange(6, at::kFloat).view({2, 3}), same = at::ones({2});
+  WeightFile f("dir/f.safetensors", TensorMap{{"w", source}, {"same", same}});
+  const at::Tensor w = f.take("w", {2, 3}, at::kCPU, at::kBFloat16);
+  EXPECT_TRUE(at::equal(w, source.to(at::kBFloat16)));
+  // The file holds the source no more (only this test does), but still knows its shape and that it was used.
+  EXPECT_EQ(source.use_count(), 1);
+  EXPECT_EQ(f.shape("w"), (std::vector<int64_t>{2, 3}));
+  EXPECT_TRUE(f.unused() == std::vector<std::string>{"same"});
+  Error::Kind kind{};
+  const std::string e = error_of([&] { f.take("w", {2, 3}, at::kCPU, at::kFloat); }, &kind);
+  EXPECT_EQ(kind, Error::Kind::Internal);
+  expect_contains(e, "'w'");
+  // A tensor taken without conversion is the file's own (no copy) and can be taken again.
+  const at::Tensor a = f.take("same", {2}, at::kCPU, at::kFloat);
+  EXPECT_TRUE(a.is_alias_of(same));
+  EXPECT_TRUE(f.take("same", {2}, at::kCPU, at::kFloat).is_alias_of(a));
+}
+
 TEST(WeightFile, CountIndexedCountsConsecutiveKeys) {
   TensorMap m;
   for (int i : {0, 1, 2, 4}) m["blocks." + std::to_string(i) + ".w"] = at::ones({1});

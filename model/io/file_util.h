@@ -35,6 +35,9 @@ class ReadOnlyFile {
   ReadOnlyFile& operator=(const ReadOnlyFile&) = delete;
 
   uint64_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+  const std::string& label() const { return label_; }
+  int fd() const { return fd_; }
   void read(uint64_t offset, void* dst, uint64_t n);
 
  private:

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// The safetensors reader. The header is validated completely against the real file size before any
-// tensor memory is allocated; tensor bytes are streamed straight into their tensors.
+// The safetensors reader. The header is validated completely against the real file size before the
+// file is mapped; tensors are views of the mapping (io/mapped_file.h).
 #include "io/safetensors.h"
 
 #include "error.h"
 #include "io/file_util.h"
 #include "io/json.h"
+#include "io/mapped_file.h"
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 
 namespace flashvsr::io {
@@ -170,16 +172,28 @@ std::map<std::string, TensorInfo> read_safetensors_header(const std::string& pat
 
 TensorMap read_safetensors(const std::string& path) {
   ReadOnlyFile file(path, "safetensors file");
-  Header h = read_header(file, path);
+  const Header h = read_header(file, path);
+  // read_header checked every tensor's bytes against the file's size; the mapping covers the whole file.
+  const std::shared_ptr<MappedFile> mapping = MappedFile::map(file);
+  const auto cpu = at::TensorOptions().device(at::kCPU);
   TensorMap out;
-  for (auto& e : h.entries) {
-    at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(e.dtype).device(at::kCPU));
-    if (e.end > e.begin) file.read(h.data_start + e.begin, t.data_ptr(), e.end - e.begin);
+  for (const auto& e : h.entries) {
+    const uint64_t offset = h.data_start + e.begin, nbytes = e.end - e.begin;
+    const unsigned char* bytes = mapping->data() + offset;
     if (e.dtype == at::kBool) {
       // Only 0 and 1 are valid bool bytes; anything else would be undefined behaviour in kernels.
-      const auto* p = static_cast<const unsigned char*>(t.data_ptr());
-      for (uint64_t i = 0; i < e.end - e.begin; ++i)
-        if (p[i] > 1) bad(path, "tensor '" + e.name + "': BOOL element " + std::to_string(i) + " is neither 0 nor 1");
+      for (uint64_t i = 0; i < nbytes; ++i)
+        if (bytes[i] > 1) bad(path, "tensor '" + e.name + "': BOOL element " + std::to_string(i) + " is neither 0 nor 1");
+    }
+    at::Tensor t;
+    if (nbytes == 0) {
+      t = at::empty(e.shape, cpu.dtype(e.dtype));
+    } else if (offset % at::elementSize(e.dtype) == 0) {
+      t = tensor_view(mapping, offset, e.shape, e.dtype);
+    } else {
+      // The format does not require alignment: a tensor starting off its element size is copied.
+      t = at::empty(e.shape, cpu.dtype(e.dtype));
+      std::memcpy(t.data_ptr(), bytes, nbytes);
     }
     out.emplace(e.name, std::move(t));
   }

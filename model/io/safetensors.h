@@ -21,7 +21,10 @@ namespace flashvsr::io {
 const char* safetensors_dtype_name(at::ScalarType dtype);
 bool safetensors_dtype(const std::string& name, at::ScalarType* dtype);
 
-// Tensors are contiguous CPU tensors that own their memory.
+// Tensors are contiguous CPU tensors viewing the file, mapped copy-on-write (io/mapped_file.h): loading
+// copies nothing (a tensor whose bytes start off its element size excepted), a tensor converted to
+// another dtype or device and then dropped gives its pages back, and a write to a tensor stays private.
+// The file must not be rewritten in place while its tensors live (replace it by renaming a new file).
 TensorMap read_safetensors(const std::string& path);
 // Only the header: name -> (dtype, shape) without reading data.
 struct TensorInfo {
