@@ -4,7 +4,7 @@
 #include "video_format.h"
 
 #include "error.h"
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 #include <c10/core/InferenceMode.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
@@ -29,7 +29,7 @@ flashvsr::FrameConverter converter_for(const GstVideoInfo& info, at::Device devi
 // The noise of `noise_file`'s 'noise' tensor, F32 [1, 16, T, H/8, W/8] (throws Error naming the file when
 // it has none, or too few latent frames for what the stream asks).
 flashvsr::NoiseSource noise_from_file(const std::string& noise_file) {
-  const flashvsr::TensorMap tensors = flashvsr::read_safetensors(noise_file);
+  const flashvsr::TensorMap tensors = flashvsr::io::read_safetensors(noise_file);
   auto it = tensors.find("noise");
   if (it == tensors.end())
     throw flashvsr::Error(flashvsr::Error::Kind::BadFile,

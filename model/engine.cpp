@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "engine.h"
 
-#include "file_util.h"
-#include "torch_archive.h"
+#include "io/file_util.h"
+#include "io/torch_archive.h"
 
 #include <ATen/core/grad_mode.h>
 #include <c10/core/InferenceMode.h>
@@ -84,24 +84,24 @@ void check_load_options(const LoadOptions& o) {
 
 std::shared_ptr<const Model> Model::load(const std::string& dir, const LoadOptions& o) {
   c10::InferenceMode inference;
-  if (!is_directory(dir)) throw Error(Error::Kind::NotFound, "model directory '" + dir + "' does not exist");
+  if (!io::is_directory(dir)) throw Error(Error::Kind::NotFound, "model directory '" + dir + "' does not exist");
   check_load_options(o);
-  const std::string prompt_path = join_path(dir, ReleaseLayout::kPrompt);
-  WeightFile dit = WeightFile::open(join_path(dir, ReleaseLayout::kDit));
-  WeightFile lq = WeightFile::open(join_path(dir, ReleaseLayout::kLqProj));
-  WeightFile dec = WeightFile::open(join_path(dir, ReleaseLayout::kDecoder));
-  if (!is_regular_file(prompt_path)) throw Error(Error::Kind::NotFound, prompt_path + ": no such file");
-  at::Tensor prompt = read_torch_tensor(prompt_path);
+  const std::string prompt_path = io::join_path(dir, ReleaseLayout::kPrompt);
+  WeightFile dit = WeightFile::open(io::join_path(dir, ReleaseLayout::kDit));
+  WeightFile lq = WeightFile::open(io::join_path(dir, ReleaseLayout::kLqProj));
+  WeightFile dec = WeightFile::open(io::join_path(dir, ReleaseLayout::kDecoder));
+  if (!io::is_regular_file(prompt_path)) throw Error(Error::Kind::NotFound, prompt_path + ": no such file");
+  at::Tensor prompt = io::read_torch_tensor(prompt_path);
   return build(dir, std::move(dit), std::move(lq), std::move(dec), prompt_path, prompt, o);
 }
 
 std::shared_ptr<const Model> Model::from_tensors(ModelTensors t, const LoadOptions& o, const std::string& name) {
   c10::InferenceMode inference;
   check_load_options(o);
-  return build(name, WeightFile(join_path(name, ReleaseLayout::kDit), std::move(t.dit)),
-               WeightFile(join_path(name, ReleaseLayout::kLqProj), std::move(t.lq_proj)),
-               WeightFile(join_path(name, ReleaseLayout::kDecoder), std::move(t.decoder)),
-               join_path(name, ReleaseLayout::kPrompt), t.prompt, o);
+  return build(name, WeightFile(io::join_path(name, ReleaseLayout::kDit), std::move(t.dit)),
+               WeightFile(io::join_path(name, ReleaseLayout::kLqProj), std::move(t.lq_proj)),
+               WeightFile(io::join_path(name, ReleaseLayout::kDecoder), std::move(t.decoder)),
+               io::join_path(name, ReleaseLayout::kPrompt), t.prompt, o);
 }
 
 std::shared_ptr<const Model> Model::build(const std::string& dir, WeightFile dit, WeightFile lq, WeightFile dec,

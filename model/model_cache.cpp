@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "model_cache.h"
 
-#include "file_util.h"
+#include "io/file_util.h"
 
 #include <sys/stat.h>
 
@@ -20,7 +20,7 @@ std::string model_cache_key(const std::string& dir, const LoadOptions& o) {
     // Size and mtime can be carried over by a copy (cp -p, rsync -a, image layers); the file's identity
     // (device, inode) and its status-change time cannot: a rename puts another inode at the path, and
     // writing the file or setting its times (utimensat) sets its ctime to the current time.
-    if (::stat(join_path(dir, name).c_str(), &st) == 0)
+    if (::stat(io::join_path(dir, name).c_str(), &st) == 0)
       key += "|" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) +
              ":" + time(st.st_mtim) + ":" + time(st.st_ctim);
     else

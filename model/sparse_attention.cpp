@@ -2,18 +2,15 @@
 #include "sparse_attention.h"
 
 #include "error.h"
+#if FLASHVSR_CUDA_KERNELS
+#include "cuda/block_sparse_attention.h"
+#endif
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
 namespace flashvsr {
-
-#if FLASHVSR_CUDA_KERNELS
-// cuda/block_sparse_attention.cpp
-at::Tensor block_sparse_attention_cuda(const at::Tensor& q_w, const at::Tensor& k_w, const at::Tensor& v_w,
-                                       const at::Tensor& mask, int64_t heads);
-#endif
 
 at::Tensor to_windows(const at::Tensor& tokens, const WindowGrid& g) {
   const auto C = tokens.size(-1);

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "weights.h"
 
-#include "file_util.h"
-#include "torch_archive.h"
+#include "io/file_util.h"
+#include "io/safetensors.h"
+#include "io/torch_archive.h"
 
 
 namespace flashvsr {
@@ -10,10 +11,10 @@ namespace flashvsr {
 WeightFile::WeightFile(std::string path, TensorMap tensors) : path_(std::move(path)), tensors_(std::move(tensors)) {}
 
 WeightFile WeightFile::open(const std::string& path) {
-  if (!is_regular_file(path))
+  if (!io::is_regular_file(path))
     throw Error(Error::Kind::NotFound, path + ": no such file");
   const bool is_safetensors = path.size() >= 12 && path.compare(path.size() - 12, 12, ".safetensors") == 0;
-  return WeightFile(path, is_safetensors ? read_safetensors(path) : read_torch_state_dict(path));
+  return WeightFile(path, is_safetensors ? io::read_safetensors(path) : io::read_torch_state_dict(path));
 }
 
 std::vector<int64_t> WeightFile::shape(const std::string& key) const {
@@ -42,8 +43,14 @@ at::Tensor WeightFile::take(const std::string& key, const std::vector<int64_t>& 
     throw Error(Error::Kind::BadFile, path_ + ": tensor '" + key + "' has dtype " +
                                           std::string(c10::toString(t.scalar_type())) +
                                           ", expected a floating-point dtype (F32, BF16, F16)");
+  if (t.is_meta())
+    throw Error(Error::Kind::Internal, path_ + ": tensor '" + key + "' was taken before (and converted): take each tensor once");
   taken_.insert(key);
-  return t.to(device, dtype).contiguous();
+  at::Tensor out = t.to(device, dtype).contiguous();
+  // A converted copy no longer needs the file's tensor: keep only its shape and dtype (a meta tensor), so
+  // that its memory (pages of a mapped file, io/mapped_file.h) goes now, not when the whole file is closed.
+  if (!out.is_alias_of(it->second)) it->second = at::empty(it->second.sizes(), it->second.options().device(at::kMeta));
+  return out;
 }
 
 std::vector<std::string> WeightFile::unused() const {

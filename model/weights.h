@@ -6,7 +6,7 @@
 #pragma once
 
 #include "error.h"
-#include "safetensors.h"
+#include "io/tensor_map.h"
 
 #include <ATen/ATen.h>
 

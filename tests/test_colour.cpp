@@ -3,9 +3,9 @@
 #include "colour.h"
 
 #include "error.h"
-#include "file_util.h"
-#include "json.h"
-#include "safetensors.h"
+#include "io/file_util.h"
+#include "io/json.h"
+#include "io/safetensors.h"
 #include "test_support.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -16,6 +16,8 @@
 #include <iostream>
 #include <string>
 #include <vector>
+
+using namespace flashvsr::io;
 
 namespace flashvsr {
 namespace {
@@ -310,9 +312,9 @@ class ColourFixtures : public test::AnyVariantFixtureTest {};
 TEST_P(ColourFixtures, MatchesFixtures) {
   const std::string& dir = fixture();
   int checked = 0;
-  const JsonValue params = JsonValue::parse(test::read_file(dir + "/params.json"));
-  const ColorFix method = parse_color_fix(params.at("color_fix").as_string());
-  const int64_t n_frames = params.at("num_frames").as_int();
+  const Json params = read_json_file(dir + "/params.json");
+  const ColorFix method = parse_color_fix(params.at("color_fix").get<std::string>());
+  const int64_t n_frames = params.at("num_frames").get<int64_t>();
   const TensorMap input = read_safetensors(dir + "/input.safetensors");
   const TensorMap expected = read_safetensors(dir + "/expected.safetensors");
   const at::Tensor lq_u8 = input.at("lq_video_u8");  // uint8 [F, H, W, 3]

@@ -22,16 +22,11 @@
 
 #if FLASHVSR_CUDA_KERNELS
 #include "cuda/attention_kernel.h"
+#include "cuda/block_sparse_attention.h"
 
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-
-namespace flashvsr {
-// cuda/block_sparse_attention.cpp: the CUDA path with an explicit kernel choice.
-at::Tensor block_sparse_attention_cuda(const at::Tensor& q_w, const at::Tensor& k_w, const at::Tensor& v_w,
-                                       const at::Tensor& mask, int64_t heads, cuda::AttentionKernel kernel);
-}  // namespace flashvsr
 
 using namespace flashvsr;
 

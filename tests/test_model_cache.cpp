@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // One loaded model per (directory, device, precision, file versions), shared and freed with its users.
-#include "file_util.h"
+#include "io/file_util.h"
 #include "model_cache.h"
 #include "model_maker.h"
 #include "test_support.h"
@@ -19,6 +19,7 @@
 #include <thread>
 
 using namespace flashvsr;
+using namespace flashvsr::io;
 
 namespace {
 

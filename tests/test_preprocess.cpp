@@ -3,7 +3,7 @@
 #include "preprocess.h"
 
 #include "error.h"
-#include "safetensors.h"
+#include "io/safetensors.h"
 #include "test_support.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -14,6 +14,8 @@
 #include <iostream>
 #include <limits>
 #include <vector>
+
+using namespace flashvsr::io;
 
 namespace flashvsr {
 namespace {

@@ -1,18 +1,21 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // safetensors: round trips of every dtype, the fixture files, and rejection of every kind of malformed file.
 #include "error.h"
-#include "json.h"
-#include "safetensors.h"
+#include "io/json.h"
+#include "io/safetensors.h"
+#include "writers/safetensors_writer.h"
 #include "test_support.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <optional>
 #include <random>
+#include <sstream>
 
 using flashvsr::Error;
-using flashvsr::JsonValue;
+using flashvsr::io::Json;
 using flashvsr::TensorMap;
 namespace t = flashvsr::test;
 
@@ -31,13 +34,13 @@ std::string read_error(const std::string& dir, const std::string& bytes, Error::
   const std::string path = dir + "/case.safetensors";
   t::write_file(path, bytes);
   try {
-    flashvsr::read_safetensors(path);
+    flashvsr::io::read_safetensors(path);
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), kind) << e.what();
     // The header-only reader must cope with the same file too (it may accept it: bool values and
     // I/O past the header are only checked with the data).
     try {
-      flashvsr::read_safetensors_header(path);
+      flashvsr::io::read_safetensors_header(path);
     } catch (const Error& h) {
       EXPECT_EQ(h.kind(), kind) << h.what();
     }
@@ -83,17 +86,76 @@ const std::string kOne = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]
 TEST(Safetensors, RoundTripsEveryDtype) {
   const std::string dir = t::scratch_dir("safetensors_roundtrip");
   const TensorMap in = sample_tensors();
-  flashvsr::write_safetensors(dir + "/x.safetensors", in, {{"format", "pt"}, {"note", "a \"quoted\"\n\x01 value"}});
-  const TensorMap out = flashvsr::read_safetensors(dir + "/x.safetensors");
+  flashvsr::io::write_safetensors(dir + "/x.safetensors", in, {{"format", "pt"}, {"note", "a \"quoted\"\n\x01 value"}});
+  const TensorMap out = flashvsr::io::read_safetensors(dir + "/x.safetensors");
   expect_same(in, out);
   for (const auto& [name, x] : out) {
     EXPECT_TRUE(x.is_contiguous()) << name;
     EXPECT_TRUE(x.device().is_cpu()) << name;
   }
-  // Each tensor owns its memory: changing one leaves the file's other tensors alone.
-  TensorMap again = flashvsr::read_safetensors(dir + "/x.safetensors");
+  // A write to a tensor stays in it: the file, and what is read from it again, are unchanged.
+  const std::string bytes = t::read_file(dir + "/x.safetensors");
+  TensorMap again = flashvsr::io::read_safetensors(dir + "/x.safetensors");
   again["f32"].fill_(0);
-  EXPECT_TRUE(at::equal(flashvsr::read_safetensors(dir + "/x.safetensors")["f32"], in.at("f32")));
+  EXPECT_TRUE(at::equal(flashvsr::io::read_safetensors(dir + "/x.safetensors")["f32"], in.at("f32")));
+  EXPECT_EQ(t::read_file(dir + "/x.safetensors"), bytes);
+}
+
+TEST(Safetensors, TensorsAreViewsOfTheFileNotCopies) {
+  const std::string dir = t::scratch_dir("safetensors_views");
+  // Laid out in name order: a at data bytes [0, 16), b at [16, 24).
+  flashvsr::io::write_safetensors(dir + "/x.safetensors", {{"a", at::arange(4, at::kFloat)}, {"b", at::ones({2})}});
+  const TensorMap m = flashvsr::io::read_safetensors(dir + "/x.safetensors");
+  // Separate allocations could not lie 16 bytes apart (the CPU allocator aligns each to 64 bytes).
+  EXPECT_EQ(static_cast<const char*>(m.at("b").data_ptr()) - static_cast<const char*>(m.at("a").data_ptr()), 16);
+  EXPECT_TRUE(at::equal(m.at("a"), at::arange(4, at::kFloat)));
+}
+
+TEST(Safetensors, TensorsStartingOffTheirAlignmentAreCopiedIntoAlignedMemory) {
+  const std::string dir = t::scratch_dir("safetensors_unaligned");
+  // The 107-byte header puts the data buffer at file offset 115 and the F32 tensor at 118, 2 bytes off.
+  const std::string header = R"({"u":{"dtype":"U8","shape":[3],"data_offsets":[0,3]},)"
+                             R"("f":{"dtype":"F32","shape":[2],"data_offsets":[3,11]}})";
+  ASSERT_EQ((8 + header.size() + 3) % 4, 2u);
+  std::string data = "\x07\x08\x09";
+  const float f[2] = {1.5f, -2.0f};
+  data.append(reinterpret_cast<const char*>(f), sizeof f);
+  t::write_file(dir + "/x.safetensors", raw_file(header, data));
+  const TensorMap m = flashvsr::io::read_safetensors(dir + "/x.safetensors");
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(m.at("f").data_ptr()) % alignof(float), 0u);
+  EXPECT_TRUE(at::equal(m.at("f"), at::tensor({1.5f, -2.0f})));
+  EXPECT_TRUE(at::equal(m.at("u"), at::tensor({7, 8, 9}, at::kByte)));
+}
+
+namespace {
+
+// A field of /proc/self/status in KiB ("RssAnon", "RssFile").
+int64_t status_kib(const std::string& field) {
+  std::istringstream in(t::read_file("/proc/self/status"));
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1));
+  return -1;
+}
+
+}  // namespace
+
+TEST(Safetensors, LoadedTensorsLiveInThePageCacheAndLeaveMemoryWithTheirLastView) {
+  if (status_kib("RssAnon") < 0 || status_kib("RssFile") < 0) GTEST_SKIP() << "no RssAnon/RssFile in /proc/self/status";
+  const std::string dir = t::scratch_dir("safetensors_memory");
+  const int64_t mib = 64;
+  // 64 MiB of F32, and a small tensor after it that keeps the file mapped.
+  flashvsr::io::write_safetensors(dir + "/big.safetensors", {{"w", at::ones({mib << 18})}, {"x", at::ones({4})}});
+  const int64_t anon0 = status_kib("RssAnon"), file0 = status_kib("RssFile");
+  TensorMap m = flashvsr::io::read_safetensors(dir + "/big.safetensors");
+  EXPECT_EQ(m.at("w").sum().item<double>(), double(mib << 18));  // every page read
+  // The bytes are the file's pages (file-backed memory), not a heap copy.
+  EXPECT_LT(status_kib("RssAnon") - anon0, (mib / 4) << 10);
+  EXPECT_GT(status_kib("RssFile") - file0, (mib * 3 / 4) << 10);
+  // Its last view gone, w's pages leave the process although x keeps the file mapped.
+  m.erase("w");
+  EXPECT_LT(status_kib("RssFile") - file0, (mib / 4) << 10);
+  EXPECT_TRUE(at::equal(m.at("x"), at::ones({4})));
 }
 
 TEST(Safetensors, WriterPadsHeaderAndLaysTensorsOutInNameOrder) {
@@ -102,34 +164,34 @@ TEST(Safetensors, WriterPadsHeaderAndLaysTensorsOutInNameOrder) {
   in["b"] = at::ones({3}, at::kShort);
   in["a"] = at::ones({1}, at::kByte);
   in["c"] = at::ones({2, 2}, at::kDouble);
-  flashvsr::write_safetensors(dir + "/x.safetensors", in, {{"k", "v"}});
+  flashvsr::io::write_safetensors(dir + "/x.safetensors", in, {{"k", "v"}});
   const std::string bytes = t::read_file(dir + "/x.safetensors");
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[i]);
   EXPECT_EQ(n % 8, 0u);
   ASSERT_LE(8 + n, bytes.size());
-  const JsonValue h = JsonValue::parse(bytes.substr(8, n));
-  EXPECT_EQ(h.at("__metadata__").at("k").as_string(), "v");
-  EXPECT_EQ(h.at("a").at("data_offsets").as_array()[1].as_int(), 1);
-  EXPECT_EQ(h.at("b").at("data_offsets").as_array()[0].as_int(), 1);
-  EXPECT_EQ(h.at("b").at("data_offsets").as_array()[1].as_int(), 7);
-  EXPECT_EQ(h.at("c").at("data_offsets").as_array()[0].as_int(), 7);
-  EXPECT_EQ(h.at("c").at("dtype").as_string(), "F64");
+  const Json h = flashvsr::io::parse_json(bytes.substr(8, n), "header");
+  EXPECT_EQ(h.at("__metadata__").at("k").get<std::string>(), "v");
+  EXPECT_EQ(h.at("a").at("data_offsets")[1].get<int64_t>(), 1);
+  EXPECT_EQ(h.at("b").at("data_offsets")[0].get<int64_t>(), 1);
+  EXPECT_EQ(h.at("b").at("data_offsets")[1].get<int64_t>(), 7);
+  EXPECT_EQ(h.at("c").at("data_offsets")[0].get<int64_t>(), 7);
+  EXPECT_EQ(h.at("c").at("dtype").get<std::string>(), "F64");
   EXPECT_EQ(bytes.size(), 8 + n + 1 + 6 + 32);
 }
 
 TEST(Safetensors, EmptyMapRoundTrips) {
   const std::string dir = t::scratch_dir("safetensors_empty");
-  flashvsr::write_safetensors(dir + "/x.safetensors", {});
-  EXPECT_TRUE(flashvsr::read_safetensors(dir + "/x.safetensors").empty());
+  flashvsr::io::write_safetensors(dir + "/x.safetensors", {});
+  EXPECT_TRUE(flashvsr::io::read_safetensors(dir + "/x.safetensors").empty());
   EXPECT_EQ(t::read_file(dir + "/x.safetensors").size() % 8, 0u);
 }
 
 TEST(Safetensors, HeaderReaderReportsDtypesAndShapes) {
   const std::string dir = t::scratch_dir("safetensors_header");
   const TensorMap in = sample_tensors();
-  flashvsr::write_safetensors(dir + "/x.safetensors", in);
-  const auto info = flashvsr::read_safetensors_header(dir + "/x.safetensors");
+  flashvsr::io::write_safetensors(dir + "/x.safetensors", in);
+  const auto info = flashvsr::io::read_safetensors_header(dir + "/x.safetensors");
   ASSERT_EQ(info.size(), in.size());
   for (const auto& [name, x] : in) {
     EXPECT_EQ(info.at(name).dtype, x.scalar_type()) << name;
@@ -145,7 +207,7 @@ TEST(Safetensors, ReadsHandWrittenFileWithUnsortedKeysAndOffsets) {
       R"( "__metadata__":{"x":"y"}})" "    ";
   const std::string data("\x01\x00\xff\xff\x07\x08\x09", 7);
   t::write_file(dir + "/x.safetensors", raw_file(header, data));
-  const TensorMap m = flashvsr::read_safetensors(dir + "/x.safetensors");
+  const TensorMap m = flashvsr::io::read_safetensors(dir + "/x.safetensors");
   ASSERT_EQ(m.size(), 2u);
   EXPECT_TRUE(at::equal(m.at("z"), at::tensor({1, -1}, at::kShort)));
   EXPECT_TRUE(at::equal(m.at("a"), at::tensor({7, 8, 9}, at::kByte)));
@@ -156,34 +218,34 @@ class SafetensorsFixtures : public t::AnyVariantFixtureTest {};
 
 TEST_P(SafetensorsFixtures, ReadsFixtureFiles) {
   const std::string& d = fixture();
-  const JsonValue params = JsonValue::parse(t::read_file(d + "/params.json"));
-  const TensorMap model = flashvsr::read_safetensors(d + "/model/diffusion_pytorch_model_streaming_dmd.safetensors");
+  const Json params = flashvsr::io::read_json_file(d + "/params.json");
+  const TensorMap model = flashvsr::io::read_safetensors(d + "/model/diffusion_pytorch_model_streaming_dmd.safetensors");
   EXPECT_GT(model.size(), 10u);
   for (const auto& [name, x] : model) {
     EXPECT_TRUE(x.is_floating_point()) << name;
     EXPECT_TRUE(at::isfinite(x.to(at::kFloat)).all().item<bool>()) << name;
   }
-  const auto header = flashvsr::read_safetensors_header(d + "/model/diffusion_pytorch_model_streaming_dmd.safetensors");
+  const auto header = flashvsr::io::read_safetensors_header(d + "/model/diffusion_pytorch_model_streaming_dmd.safetensors");
   ASSERT_EQ(header.size(), model.size());
   for (const auto& [name, x] : model) EXPECT_EQ(header.at(name).shape, x.sizes().vec()) << name;
 
-  const TensorMap input = flashvsr::read_safetensors(d + "/input.safetensors");
+  const TensorMap input = flashvsr::io::read_safetensors(d + "/input.safetensors");
   const auto& lr = input.at("lr_frames");
   EXPECT_EQ(lr.scalar_type(), at::kByte);
-  EXPECT_EQ(lr.sizes().vec(), (std::vector<int64_t>{params.at("num_frames").as_int(), params.at("lr_height").as_int(),
-                                                     params.at("lr_width").as_int(), 3}));
+  EXPECT_EQ(lr.sizes().vec(), (std::vector<int64_t>{params.at("num_frames").get<int64_t>(), params.at("lr_height").get<int64_t>(),
+                                                     params.at("lr_width").get<int64_t>(), 3}));
   EXPECT_EQ(input.at("noise").scalar_type(), at::kFloat);
   EXPECT_EQ(input.at("noise").dim(), 5);
-  EXPECT_EQ(input.at("lq_video_u8").size(0), params.at("padded_frames").as_int());
+  EXPECT_EQ(input.at("lq_video_u8").size(0), params.at("padded_frames").get<int64_t>());
 
-  const TensorMap expected = flashvsr::read_safetensors(d + "/expected.safetensors");
+  const TensorMap expected = flashvsr::io::read_safetensors(d + "/expected.safetensors");
   ASSERT_TRUE(expected.count("frames") || expected.count("frames_u8"));
   if (expected.count("frames_u8")) {
     EXPECT_EQ(expected.at("frames_u8").scalar_type(), at::kByte);
-    EXPECT_EQ(expected.at("frames_u8").size(0), params.at("num_frames").as_int());
+    EXPECT_EQ(expected.at("frames_u8").size(0), params.at("num_frames").get<int64_t>());
   } else {
     EXPECT_EQ(expected.at("frames").scalar_type(), at::kHalf);
-    EXPECT_EQ(expected.at("frames").size(1), params.at("num_frames").as_int());
+    EXPECT_EQ(expected.at("frames").size(1), params.at("num_frames").get<int64_t>());
     EXPECT_LE(expected.at("frames").abs().max().item<float>(), 1.01f);
   }
 }
@@ -193,15 +255,15 @@ FLASHVSR_FIXTURE_TESTS(SafetensorsFixtures);
 TEST(Safetensors, MissingFileIsNotFound) {
   const std::string dir = t::scratch_dir("safetensors_missing");
   try {
-    flashvsr::read_safetensors(dir + "/nope.safetensors");
+    flashvsr::io::read_safetensors(dir + "/nope.safetensors");
     FAIL() << "no throw";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), Error::Kind::NotFound);
     EXPECT_NE(std::string(e.what()).find(dir + "/nope.safetensors"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(flashvsr::read_safetensors_header(dir + "/nope.safetensors"), Error);
+  EXPECT_THROW(flashvsr::io::read_safetensors_header(dir + "/nope.safetensors"), Error);
   try {
-    flashvsr::read_safetensors(dir);  // a directory
+    flashvsr::io::read_safetensors(dir);  // a directory
     FAIL() << "no throw";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), Error::Kind::NotFound);
@@ -214,7 +276,7 @@ TEST(Safetensors, TruncationAtEveryCutPointIsAnError) {
   in["a"] = at::randn({3, 5});
   in["b"] = at::randint(0, 2, {4}, at::kBool);
   in["c"] = at::randn({2}).to(at::kBFloat16);
-  flashvsr::write_safetensors(dir + "/full.safetensors", in);
+  flashvsr::io::write_safetensors(dir + "/full.safetensors", in);
   const std::string full = t::read_file(dir + "/full.safetensors");
   for (size_t cut = 0; cut < full.size(); ++cut) EXPECT_NE(read_error(dir, full.substr(0, cut)), "") << "cut " << cut;
 }
@@ -233,7 +295,7 @@ TEST(Safetensors, BadHeaderLengthIsRejected) {
   t::write_file(big, raw_file("", "", 100'000'001));
   ASSERT_EQ(::truncate(big.c_str(), 8 + 100'000'001 + 16), 0);
   try {
-    flashvsr::read_safetensors(big);
+    flashvsr::io::read_safetensors(big);
     FAIL() << "no throw";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("limit"), std::string::npos) << e.what();
@@ -285,7 +347,7 @@ TEST(Safetensors, NegativeOrHugeDimsAreRejected) {
   t::write_file(path, raw_file(R"({"e":{"dtype":"F32","shape":[0,1000000000000],"data_offsets":[0,0]},)"
                                R"("w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})",
                                "x"));
-  EXPECT_EQ(flashvsr::read_safetensors(path).at("e").numel(), 0);
+  EXPECT_EQ(flashvsr::io::read_safetensors(path).at("e").numel(), 0);
 }
 
 TEST(Safetensors, OffsetsOutOfRangeAreRejected) {
@@ -367,7 +429,7 @@ TEST(Safetensors, RandomByteCorruptionNeverCrashes) {
   in["weight"] = at::randn({4, 3});
   in["flag"] = at::ones({5}, at::kBool);
   in["ids"] = at::arange(6, at::kLong);
-  flashvsr::write_safetensors(dir + "/full.safetensors", in, {{"format", "pt"}});
+  flashvsr::io::write_safetensors(dir + "/full.safetensors", in, {{"format", "pt"}});
   const std::string full = t::read_file(dir + "/full.safetensors");
   std::mt19937 rng(99);
   const std::string path = dir + "/case.safetensors";
@@ -378,7 +440,7 @@ TEST(Safetensors, RandomByteCorruptionNeverCrashes) {
       bytes[pos] = static_cast<char>(value);
       t::write_file(path, bytes);
       try {
-        flashvsr::read_safetensors(path);
+        flashvsr::io::read_safetensors(path);
         ++ok;
       } catch (const Error& e) {
         EXPECT_EQ(e.kind(), Error::Kind::BadFile);
@@ -394,17 +456,17 @@ TEST(Safetensors, WriterRejectsWhatItCannotRepresent) {
   const std::string dir = t::scratch_dir("safetensors_writer_errors");
   TensorMap m;
   m["c"] = at::zeros({2}, at::kComplexFloat);
-  EXPECT_THROW(flashvsr::write_safetensors(dir + "/x.safetensors", m), Error);
+  EXPECT_THROW(flashvsr::io::write_safetensors(dir + "/x.safetensors", m), Error);
   m.clear();
   m["__metadata__"] = at::zeros({2});
-  EXPECT_THROW(flashvsr::write_safetensors(dir + "/x.safetensors", m), Error);
+  EXPECT_THROW(flashvsr::io::write_safetensors(dir + "/x.safetensors", m), Error);
   m.clear();
   m["u"] = at::Tensor();
-  EXPECT_THROW(flashvsr::write_safetensors(dir + "/x.safetensors", m), Error);
+  EXPECT_THROW(flashvsr::io::write_safetensors(dir + "/x.safetensors", m), Error);
   m.clear();
   m["ok"] = at::zeros({2});
   try {
-    flashvsr::write_safetensors(dir + "/no/such/dir/x.safetensors", m);
+    flashvsr::io::write_safetensors(dir + "/no/such/dir/x.safetensors", m);
     FAIL() << "no throw";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), Error::Kind::NotFound);

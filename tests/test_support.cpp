@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "test_support.h"
 
-#include "file_util.h"
-#include "json.h"
+#include "io/file_util.h"
+#include "io/json.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -17,6 +17,8 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+
+using namespace flashvsr::io;
 
 namespace flashvsr::test {
 
@@ -65,8 +67,8 @@ std::vector<std::string> fixture_dirs() {
 }
 
 std::string fixture_variant(const std::string& dir) {
-  const JsonValue params = JsonValue::parse(read_file(join_path(dir, "params.json")));
-  return params.has("variant") ? params.at("variant").as_string("variant") : "tiny";
+  const Json params = read_json_file(join_path(dir, "params.json"));
+  return params.contains("variant") ? json_get<std::string>(params, "variant", dir + "/params.json") : "tiny";
 }
 
 std::string unsupported_fixture_reason(const std::string& dir) {

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // torch.save zip archives: the fixtures, our writer, hand-built hostile archives, and interop with Python.
 #include "error.h"
-#include "json.h"
-#include "safetensors.h"
+#include "io/json.h"
+#include "io/safetensors.h"
+#include "writers/safetensors_writer.h"
 #include "test_support.h"
-#include "torch_archive.h"
+#include "io/torch_archive.h"
+#include "writers/torch_archive_writer.h"
 
 #include <gtest/gtest.h>
 
@@ -216,10 +218,10 @@ std::string error_of(const std::string& dir, const std::string& bytes, Fn fn) {
   return "";
 }
 std::string dict_error(const std::string& dir, const std::string& bytes) {
-  return error_of(dir, bytes, [](const std::string& p) { flashvsr::read_torch_state_dict(p); });
+  return error_of(dir, bytes, [](const std::string& p) { flashvsr::io::read_torch_state_dict(p); });
 }
 std::string tensor_error(const std::string& dir, const std::string& bytes) {
-  return error_of(dir, bytes, [](const std::string& p) { flashvsr::read_torch_tensor(p); });
+  return error_of(dir, bytes, [](const std::string& p) { flashvsr::io::read_torch_tensor(p); });
 }
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
@@ -308,7 +310,7 @@ class TorchArchiveTinyFixtures : public t::FixtureTest {};
 
 TEST_P(TorchArchiveFixtures, ReadsPlainDictCheckpointFixture) {
   const std::string& d = fixture();
-  const TensorMap m = flashvsr::read_torch_state_dict(fixture_model(d, "LQ_proj_in.ckpt"));
+  const TensorMap m = flashvsr::io::read_torch_state_dict(fixture_model(d, "LQ_proj_in.ckpt"));
   for (const char* key : {"conv1.weight", "conv1.bias", "norm1.gamma", "conv2.weight", "conv2.bias", "norm2.gamma",
                           "linear_layers.0.weight", "linear_layers.0.bias"})
     EXPECT_TRUE(m.count(key)) << key;
@@ -324,7 +326,7 @@ TEST_P(TorchArchiveFixtures, ReadsPlainDictCheckpointFixture) {
 
 TEST_P(TorchArchiveTinyFixtures, ReadsStateDictWithMetadataFixture) {
   const std::string& d = fixture();
-  const TensorMap m = flashvsr::read_torch_state_dict(fixture_model(d, "TCDecoder.ckpt"));
+  const TensorMap m = flashvsr::io::read_torch_state_dict(fixture_model(d, "TCDecoder.ckpt"));
   ASSERT_TRUE(m.count("decoder.1.weight"));
   EXPECT_EQ(m.at("decoder.1.weight").dim(), 4);
   for (const auto& [name, x] : m) {
@@ -336,21 +338,21 @@ TEST_P(TorchArchiveTinyFixtures, ReadsStateDictWithMetadataFixture) {
 
 TEST_P(TorchArchiveTinyFixtures, ReadsSingleTensorFixture) {
   const std::string& d = fixture();
-  const auto params = flashvsr::JsonValue::parse(t::read_file(d + "/params.json"));
-  const at::Tensor x = flashvsr::read_torch_tensor(fixture_model(d, "posi_prompt.pth"));
+  const auto params = flashvsr::io::read_json_file(d + "/params.json");
+  const at::Tensor x = flashvsr::io::read_torch_tensor(fixture_model(d, "posi_prompt.pth"));
   EXPECT_EQ(x.scalar_type(), at::kBFloat16);
   ASSERT_EQ(x.dim(), 3);
   EXPECT_EQ(x.size(0), 1);
-  EXPECT_EQ(x.size(2), params.at("text_dim").as_int());
+  EXPECT_EQ(x.size(2), params.at("text_dim").get<int64_t>());
   EXPECT_TRUE(x.is_contiguous());
   // The wrong reader for the object is a clear error, not a crash.
   try {
-    flashvsr::read_torch_state_dict(fixture_model(d, "posi_prompt.pth"));
+    flashvsr::io::read_torch_state_dict(fixture_model(d, "posi_prompt.pth"));
     FAIL() << "no throw";
   } catch (const Error& e) {
     EXPECT_TRUE(contains(e.what(), "expected a dict")) << e.what();
   }
-  EXPECT_THROW(flashvsr::read_torch_tensor(fixture_model(d, "TCDecoder.ckpt")), Error);
+  EXPECT_THROW(flashvsr::io::read_torch_tensor(fixture_model(d, "TCDecoder.ckpt")), Error);
 }
 
 FLASHVSR_FIXTURE_TESTS(TorchArchiveFixtures);
@@ -371,11 +373,11 @@ dump(dst, obj if isinstance(obj, dict) else {'tensor': obj})
     SCOPED_TRACE(file);
     const std::string ref = dir + "/" + file + ".safetensors";
     ASSERT_EQ(run_python(py, dir, body, "'" + fixture_model(d, file) + "' '" + ref + "'", &out), 0) << out;
-    const TensorMap expected = flashvsr::read_safetensors(ref);
+    const TensorMap expected = flashvsr::io::read_safetensors(ref);
     if (std::string(file) == "posi_prompt.pth")
-      expect_same(expected, {{"tensor", flashvsr::read_torch_tensor(fixture_model(d, file))}});
+      expect_same(expected, {{"tensor", flashvsr::io::read_torch_tensor(fixture_model(d, file))}});
     else
-      expect_same(expected, flashvsr::read_torch_state_dict(fixture_model(d, file)));
+      expect_same(expected, flashvsr::io::read_torch_state_dict(fixture_model(d, file)));
   }
 }
 
@@ -387,14 +389,14 @@ TEST(TorchArchive, WriterRoundTripsEveryDtype) {
   const TensorMap in = sample_tensors();
   for (bool as_state_dict : {true, false}) {
     const std::string path = dir + "/sd" + std::to_string(as_state_dict) + ".pt";
-    flashvsr::write_torch_state_dict(path, in, as_state_dict);
-    expect_same(in, flashvsr::read_torch_state_dict(path));
+    flashvsr::io::write_torch_state_dict(path, in, as_state_dict);
+    expect_same(in, flashvsr::io::read_torch_state_dict(path));
   }
-  flashvsr::write_torch_state_dict(dir + "/empty.pt", {});
-  EXPECT_TRUE(flashvsr::read_torch_state_dict(dir + "/empty.pt").empty());
+  flashvsr::io::write_torch_state_dict(dir + "/empty.pt", {});
+  EXPECT_TRUE(flashvsr::io::read_torch_state_dict(dir + "/empty.pt").empty());
   for (const auto& [name, x] : in) {
-    flashvsr::write_torch_tensor(dir + "/one.pt", x);
-    const at::Tensor y = flashvsr::read_torch_tensor(dir + "/one.pt");
+    flashvsr::io::write_torch_tensor(dir + "/one.pt", x);
+    const at::Tensor y = flashvsr::io::read_torch_tensor(dir + "/one.pt");
     EXPECT_EQ(y.scalar_type(), x.scalar_type()) << name;
     EXPECT_EQ(y.sizes(), x.sizes()) << name;
     EXPECT_TRUE(at::equal(x.contiguous(), y)) << name;
@@ -406,7 +408,7 @@ TEST(TorchArchive, WriterLayoutIsAlignedStoredAndChecksummed) {
   TensorMap in;
   in["a"] = at::arange(10, at::kFloat);
   in["b"] = at::arange(3, at::kByte);
-  flashvsr::write_torch_state_dict(dir + "/x.pt", in);
+  flashvsr::io::write_torch_state_dict(dir + "/x.pt", in);
   const std::string z = t::read_file(dir + "/x.pt");
   const auto entries = walk_local_headers(z);
   std::vector<std::string> names;
@@ -427,10 +429,10 @@ TEST(TorchArchive, WriterLayoutIsAlignedStoredAndChecksummed) {
 
 TEST(TorchArchive, WriterRejectsUnsupportedTensors) {
   const std::string dir = t::scratch_dir("torch_archive_writer_errors");
-  EXPECT_THROW(flashvsr::write_torch_tensor(dir + "/x.pt", at::zeros({2}, at::kComplexFloat)), Error);
-  EXPECT_THROW(flashvsr::write_torch_tensor(dir + "/x.pt", at::Tensor()), Error);
+  EXPECT_THROW(flashvsr::io::write_torch_tensor(dir + "/x.pt", at::zeros({2}, at::kComplexFloat)), Error);
+  EXPECT_THROW(flashvsr::io::write_torch_tensor(dir + "/x.pt", at::Tensor()), Error);
   try {
-    flashvsr::write_torch_tensor(dir + "/missing/dir/x.pt", at::zeros({2}));
+    flashvsr::io::write_torch_tensor(dir + "/missing/dir/x.pt", at::zeros({2}));
     FAIL() << "no throw";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), Error::Kind::NotFound);
@@ -455,7 +457,7 @@ TEST(TorchArchive, ReadsViewsSharingOneStorage) {
   p.op('u');
   const std::string path = dir + "/x.pt";
   t::write_file(path, make_archive(p.done(), {{"0", float_bytes(v)}}));
-  const TensorMap m = flashvsr::read_torch_state_dict(path);
+  const TensorMap m = flashvsr::io::read_torch_state_dict(path);
   const at::Tensor base = at::arange(24, at::kFloat);
   EXPECT_TRUE(at::equal(m.at("whole"), base));
   EXPECT_TRUE(at::equal(m.at("slice"), base.as_strided({2, 3}, {3, 1}, 5)));
@@ -480,7 +482,7 @@ TEST(TorchArchive, AcceptsAnyArchivePrefixAndZip64Records) {
     SCOPED_TRACE(variant);
     const std::string path = dir + "/x.pt";
     t::write_file(path, make_archive(p.done(), {{"7", data}}, "my model.v2", o));
-    const at::Tensor x = flashvsr::read_torch_tensor(path);
+    const at::Tensor x = flashvsr::io::read_torch_tensor(path);
     EXPECT_TRUE(at::equal(x, at::tensor(std::vector<float>{1.0f, -2.0f}).to(at::kHalf)));
   }
 }
@@ -564,13 +566,13 @@ TEST(TorchArchive, StructuralProblemsAreClearErrors) {
   EXPECT_NE(tensor_error(dir, ""), "");
   // A missing file is NotFound and names the path.
   try {
-    flashvsr::read_torch_tensor(dir + "/absent.pt");
+    flashvsr::io::read_torch_tensor(dir + "/absent.pt");
     FAIL() << "no throw";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), Error::Kind::NotFound);
     EXPECT_TRUE(contains(e.what(), dir + "/absent.pt")) << e.what();
   }
-  EXPECT_THROW(flashvsr::read_torch_state_dict(dir), Error);
+  EXPECT_THROW(flashvsr::io::read_torch_state_dict(dir), Error);
 }
 
 TEST(TorchArchive, TensorViewsOutsideTheirStorageAreRejected) {
@@ -656,7 +658,7 @@ TEST(TorchArchive, ReadsProtocol4Opcodes) {
   const std::string data(reinterpret_cast<const char*>(v.data()), v.size() * 8);
   const std::string path = dir + "/x.pt";
   t::write_file(path, make_archive(b, {{"0", data}}));
-  const at::Tensor x = flashvsr::read_torch_tensor(path);
+  const at::Tensor x = flashvsr::io::read_torch_tensor(path);
   EXPECT_TRUE(at::equal(x, at::tensor(v).reshape({2, 3})));
 }
 
@@ -668,7 +670,7 @@ TEST(TorchArchive, TruncationAtManyCutPointsIsAnError) {
   TensorMap in;
   in["w"] = at::randn({5, 3});
   in["b"] = at::arange(4, at::kLong);
-  flashvsr::write_torch_state_dict(dir + "/full.pt", in);
+  flashvsr::io::write_torch_state_dict(dir + "/full.pt", in);
   const std::string full = t::read_file(dir + "/full.pt");
   for (size_t cut = 0; cut < full.size(); ++cut)
     EXPECT_NE(dict_error(dir, full.substr(0, cut)), "") << "cut " << cut;
@@ -686,7 +688,7 @@ TEST(TorchArchive, CorruptedBytesNeverCrash) {
   TensorMap in;
   in["w"] = at::randn({3, 2});
   in["m"] = at::ones({2}, at::kBool);
-  flashvsr::write_torch_state_dict(dir + "/full.pt", in);
+  flashvsr::io::write_torch_state_dict(dir + "/full.pt", in);
   const std::string full = t::read_file(dir + "/full.pt");
   std::mt19937 rng(5);
   int ok = 0, rejected = 0;
@@ -714,7 +716,7 @@ TEST(TorchArchive, CorruptedPickleWithValidChecksumNeverCrashes) {
   TensorMap in;
   in["a"] = at::arange(6, at::kFloat).reshape({2, 3});
   in["b"] = at::ones({2}, at::kBFloat16);
-  flashvsr::write_torch_state_dict(dir + "/full.pt", in);
+  flashvsr::io::write_torch_state_dict(dir + "/full.pt", in);
   const auto entries = walk_local_headers(t::read_file(dir + "/full.pt"));
   ASSERT_EQ(entries.size(), 5u);
   const std::string pickle = entries[0].data;
@@ -755,10 +757,10 @@ TEST(TorchArchive, PythonTorchLoadReadsOurArchives) {
   if (py.empty()) GTEST_SKIP() << "no python with torch";
   const std::string dir = t::scratch_dir("torch_archive_py_load");
   const TensorMap in = sample_tensors();
-  flashvsr::write_torch_state_dict(dir + "/sd.pt", in, true);
-  flashvsr::write_torch_state_dict(dir + "/plain.pt", in, false);
-  flashvsr::write_torch_tensor(dir + "/one.pt", in.at("transposed"));
-  flashvsr::write_safetensors(dir + "/ref.safetensors", in);
+  flashvsr::io::write_torch_state_dict(dir + "/sd.pt", in, true);
+  flashvsr::io::write_torch_state_dict(dir + "/plain.pt", in, false);
+  flashvsr::io::write_torch_tensor(dir + "/one.pt", in.at("transposed"));
+  flashvsr::io::write_safetensors(dir + "/ref.safetensors", in);
   const std::string body = R"PY(
 d = sys.argv[1]
 ref = load(d + '/ref.safetensors')
@@ -783,8 +785,8 @@ print('OK')
   TensorMap lin;
   lin["weight"] = at::randn({2, 3});
   lin["bias"] = at::randn({2});
-  flashvsr::write_torch_state_dict(dir + "/linear.pt", lin);
-  flashvsr::write_safetensors(dir + "/linear.safetensors", lin);
+  flashvsr::io::write_torch_state_dict(dir + "/linear.pt", lin);
+  flashvsr::io::write_safetensors(dir + "/linear.safetensors", lin);
   const std::string body2 = R"PY(
 d = sys.argv[1]
 m = torch.nn.Linear(3, 2)
@@ -830,14 +832,14 @@ print('OK')
   ASSERT_EQ(run_python(py, dir, body, "'" + dir + "'", &out), 0) << out;
   for (const char* name : {"plain", "module", "views"}) {
     SCOPED_TRACE(name);
-    expect_same(flashvsr::read_safetensors(dir + "/" + name + ".safetensors"),
-                flashvsr::read_torch_state_dict(dir + "/" + name + ".pt"));
+    expect_same(flashvsr::io::read_safetensors(dir + "/" + name + ".safetensors"),
+                flashvsr::io::read_torch_state_dict(dir + "/" + name + ".pt"));
   }
-  expect_same(flashvsr::read_safetensors(dir + "/plain.safetensors"),
-              flashvsr::read_torch_state_dict(dir + "/proto4.pt"));
-  expect_same(flashvsr::read_safetensors(dir + "/one_view.safetensors"),
-              {{"tensor", flashvsr::read_torch_tensor(dir + "/one_view.pt")}});
-  const TensorMap module = flashvsr::read_torch_state_dict(dir + "/module.pt");
+  expect_same(flashvsr::io::read_safetensors(dir + "/plain.safetensors"),
+              flashvsr::io::read_torch_state_dict(dir + "/proto4.pt"));
+  expect_same(flashvsr::io::read_safetensors(dir + "/one_view.safetensors"),
+              {{"tensor", flashvsr::io::read_torch_tensor(dir + "/one_view.pt")}});
+  const TensorMap module = flashvsr::io::read_torch_state_dict(dir + "/module.pt");
   EXPECT_TRUE(module.count("1.num_batches_tracked"));
   EXPECT_TRUE(module.count("0.weight"));
 }

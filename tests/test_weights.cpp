@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // Strict weight binding and model loading: configs inferred from shapes, and every defect named.
 #include "engine.h"
-#include "file_util.h"
-#include "json.h"
+#include "io/file_util.h"
+#include "io/json.h"
 #include "model_maker.h"
 #include "test_support.h"
-#include "torch_archive.h"
+#include "io/torch_archive.h"
 
 #include <gtest/gtest.h>
 
@@ -13,6 +13,7 @@
 
 
 using namespace flashvsr;
+using namespace flashvsr::io;
 
 namespace {
 
@@ -61,6 +62,25 @@ TEST(WeightFile, UnusedListsWhatWasNeverTaken) {
   EXPECT_EQ(f.count_indexed("z.", ".w"), 0);
 }
 
+TEST(WeightFile, AConvertedTensorIsReleasedButKeepsItsShape) {
+  const at::Tensor source = at::arange(6, at::kFloat).view({2, 3}), same = at::ones({2});
+  WeightFile f("dir/f.safetensors", TensorMap{{"w", source}, {"same", same}});
+  const at::Tensor w = f.take("w", {2, 3}, at::kCPU, at::kBFloat16);
+  EXPECT_TRUE(at::equal(w, source.to(at::kBFloat16)));
+  // The file holds the source no more (only this test does), but still knows its shape and that it was used.
+  EXPECT_EQ(source.use_count(), 1);
+  EXPECT_EQ(f.shape("w"), (std::vector<int64_t>{2, 3}));
+  EXPECT_TRUE(f.unused() == std::vector<std::string>{"same"});
+  Error::Kind kind{};
+  const std::string e = error_of([&] { f.take("w", {2, 3}, at::kCPU, at::kFloat); }, &kind);
+  EXPECT_EQ(kind, Error::Kind::Internal);
+  expect_contains(e, "'w'");
+  // A tensor taken without conversion is the file's own (no copy) and can be taken again.
+  const at::Tensor a = f.take("same", {2}, at::kCPU, at::kFloat);
+  EXPECT_TRUE(a.is_alias_of(same));
+  EXPECT_TRUE(f.take("same", {2}, at::kCPU, at::kFloat).is_alias_of(a));
+}
+
 TEST(WeightFile, CountIndexedCountsConsecutiveKeys) {
   TensorMap m;
   for (int i : {0, 1, 2, 4}) m["blocks." + std::to_string(i) + ".w"] = at::ones({1});
@@ -99,18 +119,18 @@ class ModelLoadFixtures : public test::FixtureTest {};
 TEST_P(ModelLoadFixtures, FixtureModelsMatchTheirParams) {
   c10::InferenceMode guard;
   const std::string& dir = fixture();
-  auto p = JsonValue::parse(test::read_file(dir + "/params.json"));
+  const Json p = read_json_file(dir + "/params.json");
   auto m = Model::load(dir + "/model", LoadOptions{});
   const auto& c = m->config();
-  EXPECT_EQ(c.dit.dim, p.at("dim").as_int());
-  EXPECT_EQ(c.dit.heads, p.at("num_heads").as_int());
-  EXPECT_EQ(c.dit.ffn_dim, p.at("ffn_dim").as_int());
-  EXPECT_EQ(c.dit.layers, p.at("num_layers").as_int());
-  EXPECT_EQ(c.dit.text_dim, p.at("text_dim").as_int());
-  EXPECT_EQ(c.context_len, p.at("context_len").as_int());
-  EXPECT_EQ(c.lq_proj.hidden1, p.at("lq_hidden").as_array()[0].as_int());
-  EXPECT_EQ(c.lq_proj.hidden2, p.at("lq_hidden").as_array()[1].as_int());
-  for (int i = 0; i < 4; ++i) EXPECT_EQ(c.decoder.channels[i], p.at("tc_channels").as_array()[i].as_int());
+  EXPECT_EQ(c.dit.dim, p.at("dim").get<int64_t>());
+  EXPECT_EQ(c.dit.heads, p.at("num_heads").get<int64_t>());
+  EXPECT_EQ(c.dit.ffn_dim, p.at("ffn_dim").get<int64_t>());
+  EXPECT_EQ(c.dit.layers, p.at("num_layers").get<int64_t>());
+  EXPECT_EQ(c.dit.text_dim, p.at("text_dim").get<int64_t>());
+  EXPECT_EQ(c.context_len, p.at("context_len").get<int64_t>());
+  EXPECT_EQ(c.lq_proj.hidden1, p.at("lq_hidden")[0].get<int64_t>());
+  EXPECT_EQ(c.lq_proj.hidden2, p.at("lq_hidden")[1].get<int64_t>());
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(c.decoder.channels[i], p.at("tc_channels")[i].get<int64_t>());
 }
 
 FLASHVSR_FIXTURE_TESTS(ModelLoadFixtures);

@@ -5,7 +5,7 @@
 // roofline: FLOPs per steady chunk from the model's sizes, divided by the measured time.
 #include "cli.h"
 #include "engine.h"
-#include "json.h"
+#include "io/json.h"
 #include "model_maker.h"
 
 #include <c10/core/CachingDeviceAllocator.h>
@@ -24,6 +24,7 @@
 #include <sstream>
 
 using namespace flashvsr;
+using namespace flashvsr::io;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -110,15 +111,15 @@ Flops steady_chunk_flops(const ModelConfig& c, int64_t Hp, int64_t Wp, const Att
 }
 
 // The runs of a saved benchmark (--compare FILE: JSON lines as this tool prints them; others are skipped).
-std::vector<JsonValue> read_baseline(const std::string& path) {
+std::vector<Json> read_baseline(const std::string& path) {
   std::ifstream f(path);
   if (!f) throw Error(Error::Kind::NotFound, path + ": cannot open the baseline");
-  std::vector<JsonValue> runs;
+  std::vector<Json> runs;
   std::string line;
-  while (std::getline(f, line)) {
+  for (int64_t n = 1; std::getline(f, line); ++n) {
     if (line.empty() || line[0] != '{') continue;
-    JsonValue v = JsonValue::parse(line);
-    if (v.has("steady_fps") && v.has("output")) runs.push_back(std::move(v));
+    Json v = parse_json(line, path + " line " + std::to_string(n));
+    if (v.contains("steady_fps") && v.contains("output")) runs.push_back(std::move(v));
   }
   if (runs.empty()) throw Error(Error::Kind::BadFile, path + ": no benchmark run (a JSON line with steady_fps)");
   return runs;
@@ -126,20 +127,19 @@ std::vector<JsonValue> read_baseline(const std::string& path) {
 
 // Prints one JSON line {"compare": output, figure: {"now", "base", "ratio"}...} against the baseline run of
 // the same output size, attention, decoder group and cuDNN setting; says so when there is none.
-void compare_with(const std::vector<JsonValue>& baseline, const JsonValue& now) {
-  auto same = [&](const JsonValue& b) {
-    for (const char* key : {"output", "attention", "precision"})
-      if (!b.has(key) || b.at(key).as_string() != now.at(key).as_string()) return false;
-    for (const char* key : {"decoder_group", "frames"})
-      if (!b.has(key) || b.at(key).as_number() != now.at(key).as_number()) return false;
-    return b.has("cudnn_benchmark") && b.at("cudnn_benchmark").as_bool() == now.at("cudnn_benchmark").as_bool();
+void compare_with(const std::vector<Json>& baseline, const Json& now) {
+  // A run of the same configuration: these members present and equal (JSON equality: type and value).
+  auto same = [&](const Json& b) {
+    for (const char* key : {"output", "attention", "precision", "decoder_group", "frames", "cudnn_benchmark"})
+      if (!b.contains(key) || b.at(key) != now.at(key)) return false;
+    return true;
   };
-  const JsonValue* base = nullptr;
+  const Json* base = nullptr;
   for (const auto& b : baseline)
     if (same(b)) base = &b;
   std::ostringstream c;
   c.precision(4);
-  c << "{\"compare\":\"" << now.at("output").as_string() << "\"";
+  c << "{\"compare\":\"" << now.at("output").get<std::string>() << "\"";
   if (!base) {
     c << ",\"error\":\"no baseline run with the same output, attention, precision, frames, decoder group and "
          "cuDNN setting\"}";
@@ -151,18 +151,18 @@ void compare_with(const std::vector<JsonValue>& baseline, const JsonValue& now) 
   };
   for (const char* key : {"steady_fps", "steady_chunk_ms", "host_enqueue_chunk_ms", "latency_first_output_s",
                           "overall_fps", "peak_alloc_gib", "achieved_tflops"})
-    if (base->has(key) && base->at(key).is_number() && now.at(key).is_number())
-      figure(key, now.at(key).as_number(), base->at(key).as_number());
-  if (base->has("stage_ms"))
-    for (const auto& [stage, v] : now.at("stage_ms").as_object())
-      if (base->at("stage_ms").has(stage))
-        figure("stage_ms." + stage, v.as_number(), base->at("stage_ms").at(stage).as_number());
+    if (base->contains(key) && base->at(key).is_number() && now.at(key).is_number())
+      figure(key, now.at(key).get<double>(), base->at(key).get<double>());
+  if (base->contains("stage_ms") && base->at("stage_ms").is_object())
+    for (const auto& [stage, v] : now.at("stage_ms").items())
+      if (base->at("stage_ms").contains(stage) && base->at("stage_ms").at(stage).is_number())
+        figure("stage_ms." + stage, v.get<double>(), base->at("stage_ms").at(stage).get<double>());
   c << "}";
   std::printf("%s\n", c.str().c_str());
 }
 
 bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args, int64_t out_w, int64_t out_h,
-                AttentionBackend attention, double load_s, const std::vector<JsonValue>* baseline) {
+                AttentionBackend attention, double load_s, const std::vector<Json>* baseline) {
   const at::Device device = model->device();
   StreamOptions so;
   so.scale = args.num("scale", 4.0);
@@ -294,7 +294,7 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
   std::printf("%s\n", line.c_str());
   if (baseline) {
     try {
-      compare_with(*baseline, JsonValue::parse(line));
+      compare_with(*baseline, parse_json(line, "this run"));
     } catch (const Error& e) {  // e.g. a run too short for a steady figure (NaN is no JSON)
       std::printf("{\"compare\":\"%lldx%lld\",\"error\":\"%s\"}\n", (long long)out_w, (long long)out_h, e.what());
     }
@@ -316,7 +316,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     c10::InferenceMode inference;
-    std::optional<std::vector<JsonValue>> baseline;
+    std::optional<std::vector<Json>> baseline;
     if (args.has("compare")) baseline = read_baseline(args.str("compare", ""));
     // cuDNN autotuning for the fixed shapes of a stream (a process-wide LibTorch setting).
     const bool cudnn_benchmark = args.integer("cudnn-benchmark", 0) != 0;

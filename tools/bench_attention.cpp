@@ -5,7 +5,8 @@
 //   cuda-auto     block_sparse_attention_cuda() as the engine calls it (output allocation + the kernel,
 //                 which builds its own key-window lists on the device)
 //   hopper-wgmma, ampere-mma
-//                 the raw launch of each kernel this build/device can run, into a preallocated output
+//                 the launch of each kernel this build/device can run, prepared as the engine prepares it
+//                 (prepare_block_sparse_attention) once into a preallocated output, then only launched
 //   reference     the exact LibTorch reference backend (smallest shape only)
 //   sdpa-dense    at::scaled_dot_product_attention over all keys (what the sparsity saves)
 // TFLOP/s count sparse FLOPs (4 * 128^3 per selected (head, query window, key window)) for the
@@ -30,14 +31,10 @@
 
 #if FLASHVSR_CUDA_KERNELS
 #include "cuda/attention_kernel.h"
+#include "cuda/block_sparse_attention.h"
 
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
-
-namespace flashvsr {
-at::Tensor block_sparse_attention_cuda(const at::Tensor& q_w, const at::Tensor& k_w, const at::Tensor& v_w,
-                                       const at::Tensor& mask, int64_t heads, cuda::AttentionKernel kernel);
-}  // namespace flashvsr
 
 namespace {
 
@@ -185,25 +182,13 @@ int main(int argc, char** argv) {
                     cuda::attention_kernel_name(kern), why.c_str());
         continue;
       }
-      auto out = at::empty_like(q);
-      auto m = mask.contiguous();
-      cuda::AttentionLaunch a;
-      a.q = q.data_ptr();
-      a.k = k.data_ptr();
-      a.v = v.data_ptr();
-      a.mask = reinterpret_cast<const uint8_t*>(m.data_ptr<bool>());
-      a.out = out.data_ptr();
-      a.nq = nq;
-      a.nk = nk;
-      a.heads = heads;
-      a.q_row_stride = a.k_row_stride = a.v_row_stride = a.out_row_stride = heads * 128;
-      a.dtype = cuda::AttentionDType::BFloat16;
-      a.scale = static_cast<float>(1.0 / std::sqrt(128.0));
-      a.kernel = kern;
+      // The engine's launch (block_sparse_attention_cuda prepares it the same way), built once into a
+      // preallocated output: only the kernel launches are timed.
+      const BlockSparseAttentionLaunch launch = prepare_block_sparse_attention(q, k, v, mask, heads, kern);
       const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
       const double ms = median_ms(
           [&] {
-            const std::string e = cuda::launch_block_sparse_attention(a, stream);
+            const std::string e = cuda::launch_block_sparse_attention(launch.args, stream);
             if (!e.empty()) {
               std::fprintf(stderr, "%s\n", e.c_str());
               std::exit(2);
@@ -211,7 +196,7 @@ int main(int argc, char** argv) {
           },
           warmup, reps);
       line(s, nq, nk, heads, selected, cuda::attention_kernel_name(kern), ms, sparse_flops, "sparse", sdpa_ms,
-           err_vs_ref(out));
+           err_vs_ref(launch.out));
     }
     line(s, nq, nk, heads, selected, "sdpa-dense", sdpa_ms, dense_flops, "dense", sdpa_ms, -1);
     first = false;

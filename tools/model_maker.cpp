@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "model_maker.h"
 
-#include "file_util.h"
-#include "torch_archive.h"
+#include "io/file_util.h"
+#include "writers/safetensors_writer.h"
+#include "writers/torch_archive_writer.h"
 
 #include <cmath>
 
@@ -146,12 +147,12 @@ ModelTensors make_random_model(const ModelSpec& s, uint64_t seed, at::ScalarType
 
 void write_model_dir(const std::string& dir, const ModelTensors& t) {
   std::string error;
-  if (!make_directories(dir, &error))
+  if (!io::make_directories(dir, &error))
     throw Error(Error::Kind::NotFound, "cannot create model directory '" + dir + "': " + error);
-  write_safetensors(join_path(dir, ReleaseLayout::kDit), t.dit);
-  write_torch_state_dict(join_path(dir, ReleaseLayout::kLqProj), t.lq_proj, /*as_state_dict=*/false);
-  write_torch_state_dict(join_path(dir, ReleaseLayout::kDecoder), t.decoder, /*as_state_dict=*/true);
-  write_torch_tensor(join_path(dir, ReleaseLayout::kPrompt), t.prompt);
+  io::write_safetensors(io::join_path(dir, ReleaseLayout::kDit), t.dit);
+  io::write_torch_state_dict(io::join_path(dir, ReleaseLayout::kLqProj), t.lq_proj, /*as_state_dict=*/false);
+  io::write_torch_state_dict(io::join_path(dir, ReleaseLayout::kDecoder), t.decoder, /*as_state_dict=*/true);
+  io::write_torch_tensor(io::join_path(dir, ReleaseLayout::kPrompt), t.prompt);
 }
 
 }  // namespace flashvsr

@@ -6,9 +6,9 @@
 // the fixture's params.json; nothing fixture-specific lives here.
 #include "cli.h"
 #include "engine.h"
-#include "file_util.h"
-#include "json.h"
-#include "safetensors.h"
+#include "io/file_util.h"
+#include "io/json.h"
+#include "io/safetensors.h"
 
 #include <c10/core/InferenceMode.h>
 
@@ -22,6 +22,7 @@
 #include <sstream>
 
 using namespace flashvsr;
+using namespace flashvsr::io;
 
 namespace {
 
@@ -62,23 +63,24 @@ at::Tensor need(const TensorMap& m, const std::string& file, const std::string& 
   return it->second;
 }
 
-StreamOptions stream_options(const JsonValue& p, const TensorMap& input, const std::string& input_path) {
+StreamOptions stream_options(const Json& p, const std::string& params_path, const TensorMap& input,
+                             const std::string& input_path) {
   const at::Tensor lr = need(input, input_path, "lr_frames");
   StreamOptions o;
   o.in_height = lr.size(1);
   o.in_width = lr.size(2);
-  o.out_height = p.at("height").as_int("height");
-  o.out_width = p.at("width").as_int("width");
-  o.scale = p.at("scale").as_number("scale");
-  o.lq_version = parse_lq_version(p.at("model_version").as_string("model_version"));
-  if (p.has("topk_ratio"))
-    o.topk_ratio = p.at("topk_ratio").as_number("topk_ratio");
+  o.out_height = json_get<int64_t>(p, "height", params_path);
+  o.out_width = json_get<int64_t>(p, "width", params_path);
+  o.scale = json_get<double>(p, "scale", params_path);
+  o.lq_version = parse_lq_version(json_get<std::string>(p, "model_version", params_path));
+  if (p.contains("topk_ratio"))
+    o.topk_ratio = json_get<double>(p, "topk_ratio", params_path);
   else
-    o.sparse_ratio = p.at("sparse_ratio").as_number("sparse_ratio");
-  o.kv_ratio = p.at("kv_ratio").as_number("kv_ratio");
-  o.local_range = p.at("local_range").as_int("local_range");
-  o.color_fix = parse_color_fix(p.at("color_fix").as_string("color_fix"));
-  o.seed = static_cast<uint64_t>(p.has("seed") ? p.at("seed").as_int("seed") : 0);
+    o.sparse_ratio = json_get<double>(p, "sparse_ratio", params_path);
+  o.kv_ratio = json_get<double>(p, "kv_ratio", params_path);
+  o.local_range = json_get<int64_t>(p, "local_range", params_path);
+  o.color_fix = parse_color_fix(json_get<std::string>(p, "color_fix", params_path));
+  o.seed = static_cast<uint64_t>(p.contains("seed") ? json_get<int64_t>(p, "seed", params_path) : 0);
   return o;
 }
 
@@ -130,10 +132,10 @@ bool run_fixture(const std::string& dir, const Options& opt) {
   const std::string params_path = join_path(dir, "params.json");
   const std::string input_path = join_path(dir, "input.safetensors");
   const std::string expected_path = join_path(dir, "expected.safetensors");
-  const JsonValue params = JsonValue::parse(read_text(params_path));
+  const Json params = read_json_file(params_path);
   const TensorMap input = read_safetensors(input_path);
   const TensorMap expected = read_safetensors(expected_path);
-  const int64_t N = params.at("num_frames").as_int("num_frames");
+  const int64_t N = json_get<int64_t>(params, "num_frames", params_path);
 
   LoadOptions lo;
   lo.device = opt.device;
@@ -141,7 +143,7 @@ bool run_fixture(const std::string& dir, const Options& opt) {
   lo.log = [&](LogLevel, const std::string& msg) { std::cerr << name << ": " << msg << "\n"; };
   auto model = Model::load(join_path(dir, "model"), lo);
 
-  StreamOptions so = stream_options(params, input, input_path);
+  StreamOptions so = stream_options(params, params_path, input, input_path);
   so.attention = opt.attention;
   const at::Tensor lr = need(input, input_path, "lr_frames");
   const at::Tensor lq = need(input, input_path, "lq_video_u8");
@@ -241,8 +243,9 @@ std::string join(const std::vector<std::string>& v, const std::string& sep) {
 // "" when the engine implements the fixture's variant, else why not. Implemented variants: tiny (also
 // tests/test_support.cpp's unsupported_fixture_reason: add the Full variant to both when it lands).
 std::string unsupported_reason(const std::string& dir) {
-  const JsonValue params = JsonValue::parse(read_text(join_path(dir, "params.json")));
-  const std::string variant = params.has("variant") ? params.at("variant").as_string("variant") : "tiny";
+  const std::string params_path = join_path(dir, "params.json");
+  const Json params = read_json_file(params_path);
+  const std::string variant = params.contains("variant") ? json_get<std::string>(params, "variant", params_path) : "tiny";
   return variant == "tiny" ? "" : "variant " + variant + ": not implemented yet";
 }
 

@@ -12,7 +12,7 @@ TORCH_VERSION=2.11.0
 
 apt_packages=(
   build-essential pkg-config meson ninja-build python3 python3-venv python3-pip
-  libglib2.0-dev libgtest-dev
+  libglib2.0-dev libgtest-dev nlohmann-json3-dev
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp

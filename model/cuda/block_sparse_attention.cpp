@@ -2,7 +2,7 @@
 // LibTorch side of the block-sparse attention kernels: checks the tensors, picks strides, allocates the
 // output and launches on the current CUDA stream. No host synchronisation (CUDA-graph capturable): the
 // mask goes to the kernel as is, and each block builds its own list of selected key windows on the device.
-#include "attention_kernel.h"
+#include "cuda/block_sparse_attention.h"
 
 #include "error.h"
 #include "sparse_attention.h"
@@ -48,10 +48,10 @@ at::Tensor kernel_layout(const at::Tensor& t) {
 
 }  // namespace
 
-// q_w: [nq, 128, dim], k_w, v_w: [nk, 128, dim] (bf16 or fp16, CUDA); mask: bool [heads, nq, nk].
-// -> [nq, 128, dim]; see sparse_attention.h. `kernel` picks the implementation (tests and benchmarks).
-at::Tensor block_sparse_attention_cuda(const at::Tensor& q_w, const at::Tensor& k_w, const at::Tensor& v_w,
-                                       const at::Tensor& mask, int64_t heads, cuda::AttentionKernel kernel) {
+BlockSparseAttentionLaunch prepare_block_sparse_attention(const at::Tensor& q_w, const at::Tensor& k_w,
+                                                          const at::Tensor& v_w, const at::Tensor& mask,
+                                                          int64_t heads, cuda::AttentionKernel kernel,
+                                                          at::Tensor out) {
   for (const auto* t : {&q_w, &k_w, &v_w, &mask})
     if (!t->defined()) throw Error(Error::Kind::BadInput, "block-sparse attention: undefined tensor");
   if (!q_w.is_cuda() || !k_w.is_cuda() || !v_w.is_cuda() || !mask.is_cuda())
@@ -87,37 +87,51 @@ at::Tensor block_sparse_attention_cuda(const at::Tensor& q_w, const at::Tensor& 
     throw Error(Error::Kind::BadSettings, "CUDA block-sparse attention: " + std::to_string(nk) +
                                               " key windows, at most " +
                                               std::to_string(cuda::kMaxAttentionKeyWindows) + " supported");
-
   const c10::cuda::CUDAGuard guard(q_w.device());
-  const at::Tensor q = kernel_layout(q_w), k = kernel_layout(k_w), v = kernel_layout(v_w);
-  const at::Tensor m = mask.contiguous();
-  at::Tensor out = at::empty({nq, 128, dim}, q_w.options());
-  if (nq == 0) return out;
+  BlockSparseAttentionLaunch l;
+  l.q = kernel_layout(q_w);
+  l.k = kernel_layout(k_w);
+  l.v = kernel_layout(v_w);
+  l.mask = mask.contiguous();
+  if (!out.defined()) {
+    out = at::empty({nq, 128, dim}, q_w.options());
+  } else if (!out.sizes().equals({nq, 128, dim}) || out.scalar_type() != dt || out.device() != q_w.device() ||
+             out.stride(2) != 1 || out.stride(0) != 128 * out.stride(1)) {  // row stride, alignment: the launch checks
+    throw Error(Error::Kind::BadInput, "block-sparse attention: out " + shape_of(out) + " " +
+                                           c10::toString(out.scalar_type()) + " on " + out.device().str() +
+                                           ", expected [" + std::to_string(nq) + ", 128, " + std::to_string(dim) +
+                                           "] " + c10::toString(dt) + " on " + q_w.device().str() +
+                                           " with windows of 128 rows of contiguous channels");
+  }
+  l.out = out;
 
-  cuda::AttentionLaunch a;
-  a.q = q.data_ptr();
-  a.k = k.data_ptr();
-  a.v = v.data_ptr();
-  a.mask = reinterpret_cast<const uint8_t*>(m.data_ptr<bool>());
-  a.out = out.data_ptr();
+  cuda::AttentionLaunch& a = l.args;
+  a.q = l.q.data_ptr();
+  a.k = l.k.data_ptr();
+  a.v = l.v.data_ptr();
+  a.mask = reinterpret_cast<const uint8_t*>(l.mask.data_ptr<bool>());
+  a.out = l.out.data_ptr();
   a.nq = nq;
   a.nk = nk;
   a.heads = heads;
-  a.q_row_stride = q.stride(1);
-  a.k_row_stride = k.stride(1);
-  a.v_row_stride = v.stride(1);
-  a.out_row_stride = out.stride(1);
+  a.q_row_stride = l.q.stride(1);
+  a.k_row_stride = l.k.stride(1);
+  a.v_row_stride = l.v.stride(1);
+  a.out_row_stride = l.out.stride(1);
   a.dtype = dt == at::kHalf ? cuda::AttentionDType::Float16 : cuda::AttentionDType::BFloat16;
   a.scale = static_cast<float>(1.0 / std::sqrt(128.0));
   a.kernel = kernel == cuda::AttentionKernel::Auto ? kernel_from_environment() : kernel;
-  const std::string err = cuda::launch_block_sparse_attention(a, c10::cuda::getCurrentCUDAStream().stream());
-  if (!err.empty()) throw Error(Error::Kind::Device, "CUDA block-sparse attention: " + err);
-  return out;
+  return l;
 }
 
 at::Tensor block_sparse_attention_cuda(const at::Tensor& q_w, const at::Tensor& k_w, const at::Tensor& v_w,
-                                       const at::Tensor& mask, int64_t heads) {
-  return block_sparse_attention_cuda(q_w, k_w, v_w, mask, heads, cuda::AttentionKernel::Auto);
+                                       const at::Tensor& mask, int64_t heads, cuda::AttentionKernel kernel) {
+  const BlockSparseAttentionLaunch l = prepare_block_sparse_attention(q_w, k_w, v_w, mask, heads, kernel);
+  if (l.args.nq == 0) return l.out;
+  const c10::cuda::CUDAGuard guard(q_w.device());
+  const std::string err = cuda::launch_block_sparse_attention(l.args, c10::cuda::getCurrentCUDAStream().stream());
+  if (!err.empty()) throw Error(Error::Kind::Device, "CUDA block-sparse attention: " + err);
+  return l.out;
 }
 
 }  // namespace flashvsr

@@ -8,7 +8,7 @@
 // Inputs are multi-megabyte files whose JSON header is a few kilobytes, so a custom mutator spends most
 // mutations on the header alone (keeping the tensor bytes and fixing up the 8-byte length).
 #include "engine.h"
-#include "file_util.h"
+#include "io/file_util.h"
 #include "fuzz_model_spec.h"
 #include "fuzz_support.h"
 #include "model_maker.h"
@@ -20,6 +20,7 @@
 #include <cstdlib>
 
 using namespace flashvsr;
+using namespace flashvsr::io;
 
 namespace {
 

@@ -8,11 +8,13 @@
 //    back gives bit-identical tensors.
 // Half of the mutations change the JSON header alone and fix up its 8-byte length (fuzz::mutate_safetensors).
 #include "fuzz_support.h"
-#include "safetensors.h"
+#include "io/safetensors.h"
+#include "writers/safetensors_writer.h"
 
 #include <c10/core/InferenceMode.h>
 
 using namespace flashvsr;
+using namespace flashvsr::io;
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   at::set_num_threads(1);

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "fuzz_support.h"
 
-#include "file_util.h"
+#include "io/file_util.h"
 
 #include <cxxabi.h>
 #include <fcntl.h>
@@ -18,6 +18,8 @@
 #include <vector>
 
 extern "C" size_t LLVMFuzzerMutate(uint8_t* data, size_t size, size_t max_size);
+
+using namespace flashvsr::io;
 
 namespace flashvsr::fuzz {
 

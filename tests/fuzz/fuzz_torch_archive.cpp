@@ -9,7 +9,8 @@
 // mutates one entry's contents -- data.pkl by preference -- and writes a consistent archive again (fresh
 // CRCs, sizes, offsets, central directory). Inputs stay plain torch.save files.
 #include "fuzz_support.h"
-#include "torch_archive.h"
+#include "io/torch_archive.h"
+#include "writers/torch_archive_writer.h"
 
 #include <c10/core/InferenceMode.h>
 
@@ -18,6 +19,7 @@
 #include <vector>
 
 using namespace flashvsr;
+using namespace flashvsr::io;
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   at::set_num_threads(1);

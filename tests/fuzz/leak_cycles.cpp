@@ -11,7 +11,7 @@
 // --plant-leak leaks a small block from this program on purpose, to show that the leak check can fail.
 //   leak-cycles [--cycles N] [--frames N] [--max-growth-mb X] [--plant-leak]
 #include "engine.h"
-#include "file_util.h"
+#include "io/file_util.h"
 #include "model_maker.h"
 
 #include <ATen/Parallel.h>
@@ -43,6 +43,7 @@ extern "C" size_t __sanitizer_get_current_allocated_bytes();
 #endif
 
 using namespace flashvsr;
+using namespace flashvsr::io;
 
 #ifdef FLASHVSR_LEAK_CHECK
 // AddressSanitizer keeps freed blocks in a quarantine (256 MB by default) to catch use after free; while it

@@ -11,12 +11,14 @@
 //    defects, and with other (valid) block counts and widths.
 // A missing fixtures directory only drops the fixture seeds. Identical seeds are written once.
 #include "engine.h"
-#include "file_util.h"
+#include "io/file_util.h"
 #include "fuzz_model_spec.h"
-#include "json.h"
+#include "io/json.h"
 #include "model_maker.h"
-#include "safetensors.h"
-#include "torch_archive.h"
+#include "io/safetensors.h"
+#include "writers/safetensors_writer.h"
+#include "io/torch_archive.h"
+#include "writers/torch_archive_writer.h"
 #include "weights.h"
 
 #include <c10/core/InferenceMode.h>
@@ -29,6 +31,7 @@
 #include <sstream>
 
 using namespace flashvsr;
+using namespace flashvsr::io;
 
 namespace {
 
@@ -103,9 +106,10 @@ std::string safetensors_header(const std::string& bytes) {
 std::map<std::string, std::string> safetensors_metadata(const std::string& bytes) {
   std::map<std::string, std::string> meta;
   try {
-    JsonValue h = JsonValue::parse(safetensors_header(bytes));
-    if (h.is_object() && h.has("__metadata__"))
-      for (const auto& k : h.at("__metadata__").keys()) meta[k] = h.at("__metadata__").at(k).as_string();
+    const Json h = parse_json(safetensors_header(bytes), "safetensors header");
+    if (h.is_object() && h.contains("__metadata__") && h.at("__metadata__").is_object())
+      for (const auto& [k, v] : h.at("__metadata__").items())
+        if (v.is_string()) meta[k] = v.get<std::string>();
   } catch (const Error&) {
   }
   return meta;

@@ -6,10 +6,10 @@
 #include "harness_util.h"
 
 #include "cli.h"
-#include "file_util.h"
-#include "json.h"
+#include "io/file_util.h"
+#include "io/json.h"
 #include "model_maker.h"
-#include "safetensors.h"
+#include "io/safetensors.h"
 #include "test_support.h"
 
 #include <ATen/Parallel.h>
@@ -28,6 +28,7 @@
 #include <vector>
 
 using namespace flashvsr;
+using namespace flashvsr::io;
 using namespace flashvsr::check;
 
 namespace {
@@ -1242,27 +1243,26 @@ TEST(Fixtures, FixtureModelsGiveTheEnginesOutput) {
     const std::string model_dir = fixture + "/model";
     if (!is_directory(model_dir)) continue;
     SCOPED_TRACE(fixture);
-    const JsonValue params = JsonValue::parse(test::read_file(fixture + "/params.json"));
-    const auto& p = params.as_object();
+    const Json p = read_json_file(fixture + "/params.json");
     if (test::skip_unsupported_fixture(fixture)) continue;
     at::Tensor lr = read_safetensors(fixture + "/input.safetensors").at("lr_frames");
     lr = lr.narrow(0, 0, std::min<int64_t>(lr.size(0), 9)).contiguous();
     const int64_t h = lr.size(1), w = lr.size(2);
 
     StreamOptions o;
-    o.scale = p.at("scale").as_number();
-    o.lq_version = parse_lq_version(p.at("model_version").as_string());
-    o.sparse_ratio = p.at("sparse_ratio").as_number();
-    o.kv_ratio = p.at("kv_ratio").as_number();
-    o.local_range = p.at("local_range").as_int();
-    o.color_fix = parse_color_fix(p.at("color_fix").as_string());
-    o.seed = static_cast<uint64_t>(p.at("seed").as_int());
+    o.scale = p.at("scale").get<double>();
+    o.lq_version = parse_lq_version(p.at("model_version").get<std::string>());
+    o.sparse_ratio = p.at("sparse_ratio").get<double>();
+    o.kv_ratio = p.at("kv_ratio").get<double>();
+    o.local_range = p.at("local_range").get<int64_t>();
+    o.color_fix = parse_color_fix(p.at("color_fix").get<std::string>());
+    o.seed = static_cast<uint64_t>(p.at("seed").get<int64_t>());
 
     char props[512];
     g_snprintf(props, sizeof props, "scale=%g model-version=%s sparse-ratio=%g kv-ratio=%g local-range=%d "
-               "color-fix=%s seed=%" G_GUINT64_FORMAT, o.scale, p.at("model_version").as_string().c_str(),
+               "color-fix=%s seed=%" G_GUINT64_FORMAT, o.scale, p.at("model_version").get<std::string>().c_str(),
                o.sparse_ratio, o.kv_ratio, static_cast<int>(o.local_range),
-               p.at("color_fix").as_string().c_str(), static_cast<guint64>(o.seed));
+               p.at("color_fix").get<std::string>().c_str(), static_cast<guint64>(o.seed));
     Harness run(element_line(props, model_dir));
     run.set_caps("video/x-raw,format=RGB,width=" + std::to_string(w) + ",height=" + std::to_string(h) +
                  ",framerate=25/1");
@@ -1271,8 +1271,8 @@ TEST(Fixtures, FixtureModelsGiveTheEnginesOutput) {
     auto out = run.pull_all();
     ASSERT_EQ(out.size(), static_cast<size_t>(lr.size(0)));
     const GstVideoInfo info = run.output_info();
-    EXPECT_EQ(GST_VIDEO_INFO_WIDTH(&info), p.at("width").as_int());
-    EXPECT_EQ(GST_VIDEO_INFO_HEIGHT(&info), p.at("height").as_int());
+    EXPECT_EQ(GST_VIDEO_INFO_WIDTH(&info), p.at("width").get<int64_t>());
+    EXPECT_EQ(GST_VIDEO_INFO_HEIGHT(&info), p.at("height").get<int64_t>());
     expect_equal_frames(rgb_of(info, out), engine_upscale(lr, o, model_dir), fixture);
   }
 }
@@ -1287,8 +1287,7 @@ TEST(Fixtures, ElementReproducesTheReferenceOutputOfEveryFixture) {
   int checked = 0;
   for (const std::string& fixture : dirs) {
     SCOPED_TRACE(fixture);
-    const JsonValue params = JsonValue::parse(test::read_file(fixture + "/params.json"));
-    const auto& p = params.as_object();
+    const Json p = read_json_file(fixture + "/params.json");
     if (test::skip_unsupported_fixture(fixture)) continue;
     const at::Tensor lr = read_safetensors(fixture + "/input.safetensors").at("lr_frames");  // [N, h, w, 3]
     const int64_t n = lr.size(0), h = lr.size(1), w = lr.size(2);
@@ -1296,9 +1295,9 @@ TEST(Fixtures, ElementReproducesTheReferenceOutputOfEveryFixture) {
     g_snprintf(props, sizeof props,
                "scale=%.17g model-version=%s sparse-ratio=%.17g kv-ratio=%.17g local-range=%d color-fix=%s "
                "noise-file=\"%s/input.safetensors\"",
-               p.at("scale").as_number(), p.at("model_version").as_string().c_str(),
-               p.at("sparse_ratio").as_number(), p.at("kv_ratio").as_number(),
-               static_cast<int>(p.at("local_range").as_int()), p.at("color_fix").as_string().c_str(),
+               p.at("scale").get<double>(), p.at("model_version").get<std::string>().c_str(),
+               p.at("sparse_ratio").get<double>(), p.at("kv_ratio").get<double>(),
+               static_cast<int>(p.at("local_range").get<int64_t>()), p.at("color_fix").get<std::string>().c_str(),
                fixture.c_str());
     Harness run(element_line(props, fixture + "/model"));
     run.set_caps("video/x-raw,format=RGB,width=" + std::to_string(w) + ",height=" + std::to_string(h) +
@@ -1308,8 +1307,8 @@ TEST(Fixtures, ElementReproducesTheReferenceOutputOfEveryFixture) {
     auto out = run.pull_all();
     ASSERT_EQ(out.size(), static_cast<size_t>(n));
     const GstVideoInfo info = run.output_info();
-    ASSERT_EQ(GST_VIDEO_INFO_WIDTH(&info), p.at("width").as_int());
-    ASSERT_EQ(GST_VIDEO_INFO_HEIGHT(&info), p.at("height").as_int());
+    ASSERT_EQ(GST_VIDEO_INFO_WIDTH(&info), p.at("width").get<int64_t>());
+    ASSERT_EQ(GST_VIDEO_INFO_HEIGHT(&info), p.at("height").get<int64_t>());
     const std::string expected = fixture + "/expected.safetensors";
     const at::Tensor got = rgb_of(info, out), want = cli::reference_frames_u8(read_safetensors(expected), expected);
     ASSERT_EQ(got.sizes(), want.sizes());

@@ -6,7 +6,7 @@
 // whose host memory stays flat. Everything runs on the CPU with the tiny random model.
 #include "harness_util.h"
 
-#include "file_util.h"
+#include "io/file_util.h"
 #include "model_maker.h"
 #include "schedule.h"
 #include "test_support.h"
@@ -32,6 +32,7 @@
 #include <vector>
 
 using namespace flashvsr;
+using namespace flashvsr::io;
 using namespace flashvsr::check;
 
 // Sanitizer builds (-Dsanitize_tests): their allocators abort on allocation failure, and their quarantine

@@ -6,17 +6,25 @@
 // buffer fully covered) — every error names the file and the tensor.
 #pragma once
 
+#include "io/tensor_map.h"
+
 #include <ATen/ATen.h>
 
 #include <map>
 #include <string>
+#include <vector>
 
-namespace flashvsr {
-
-// Ordered by name; tensors are contiguous CPU tensors that own their memory.
-using TensorMap = std::map<std::string, at::Tensor>;
+namespace flashvsr::io {
 
 // Supported dtypes: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL.
+// The safetensors name of a dtype ("BF16"), or nullptr for one the format (as we support it) lacks.
+const char* safetensors_dtype_name(at::ScalarType dtype);
+bool safetensors_dtype(const std::string& name, at::ScalarType* dtype);
+
+// Tensors are contiguous CPU tensors viewing the file, mapped copy-on-write (io/mapped_file.h): loading
+// copies nothing (a tensor whose bytes start off its element size excepted), a tensor converted to
+// another dtype or device and then dropped gives its pages back, and a write to a tensor stays private.
+// The file must not be rewritten in place while its tensors live (replace it by renaming a new file).
 TensorMap read_safetensors(const std::string& path);
 // Only the header: name -> (dtype, shape) without reading data.
 struct TensorInfo {
@@ -25,8 +33,4 @@ struct TensorInfo {
 };
 std::map<std::string, TensorInfo> read_safetensors_header(const std::string& path);
 
-// Writes tensors (any device, made contiguous on CPU) with optional string metadata.
-void write_safetensors(const std::string& path, const TensorMap& tensors,
-                       const std::map<std::string, std::string>& metadata = {});
-
-}  // namespace flashvsr
+}  // namespace flashvsr::io

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace flashvsr {
+namespace flashvsr::io {
 
 bool is_directory(const std::string& path);
 bool is_regular_file(const std::string& path);
@@ -35,6 +35,9 @@ class ReadOnlyFile {
   ReadOnlyFile& operator=(const ReadOnlyFile&) = delete;
 
   uint64_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+  const std::string& label() const { return label_; }
+  int fd() const { return fd_; }
   void read(uint64_t offset, void* dst, uint64_t n);
 
  private:
@@ -46,4 +49,4 @@ class ReadOnlyFile {
 // The file formats we read are little-endian; throws Error(Internal) naming `what` on a big-endian host.
 void require_little_endian(const std::string& what);
 
-}  // namespace flashvsr
+}  // namespace flashvsr::io

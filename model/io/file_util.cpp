@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-#include "file_util.h"
+#include "io/file_util.h"
 
 #include "error.h"
 
@@ -12,7 +12,7 @@
 #include <cerrno>
 #include <cstring>
 
-namespace flashvsr {
+namespace flashvsr::io {
 
 bool is_directory(const std::string& path) {
   struct stat st {};
@@ -116,4 +116,4 @@ void require_little_endian(const std::string& what) {
   if (first != 1) throw Error(Error::Kind::Internal, what + " support requires a little-endian host");
 }
 
-}  // namespace flashvsr
+}  // namespace flashvsr::io
