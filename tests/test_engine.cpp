@@ -58,7 +58,7 @@ at::Tensor run(Stream& s, const at::Tensor& lr, int64_t piece) {
 
 TEST(Engine, EveryInputFrameComesOutOnceForAnyFrameCount) {
   c10::InferenceMode guard;
-  for (int64_t n : {1, 5, 24, 25, 26, 29, 33, 100}) {
+  for (int64_t n : {1, 5, 24, 25, 26, 29, 33, 42}) {  // 42: two steady chunks and a padded tail
     Stream s(tiny_model(), small_options());
     auto out = run(s, frames(n, 16, 24), 1);
     EXPECT_EQ(out.size(0), n);
