@@ -34,7 +34,8 @@ flashvsr::NoiseSource noise_from_file(const std::string& noise_file) {
   if (it == tensors.end())
     throw flashvsr::Error(flashvsr::Error::Kind::BadFile,
                           noise_file + ": no tensor 'noise' (expected F32 [1, 16, T, H/8, W/8])");
-  const at::Tensor noise = it->second.to(at::kFloat);
+  // A copy, never the reader's view of the file: the stream keeps it for its whole life (io/safetensors.h).
+  const at::Tensor noise = it->second.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
   return [noise, noise_file](int64_t first, int64_t count) {
     if (noise.dim() != 5 || first + count > noise.size(2))
       throw flashvsr::Error(flashvsr::Error::Kind::BadInput,

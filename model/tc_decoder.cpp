@@ -40,18 +40,17 @@ at::Tensor conv3x3_add_relu(bool fused, const at::Tensor& x, const at::Tensor& w
 // x: [T, n, h, w]; past of frame t is x[t-1] (state.past for t = 0, zeros at the stream start).
 at::Tensor mem_block(const DecoderWeights::MemBlock& m, bool fused, at::Tensor& past, const at::Tensor& x) {
   const int64_t T = x.size(0);
+  // shifted[t] = x[t - 1], shifted[0] = past; undefined for one frame at the stream start (zeros).
+  const at::Tensor shifted =
+      T == 1 ? past : at::cat({past.defined() ? past : at::zeros_like(x.narrow(0, 0, 1)), x.narrow(0, 0, T - 1)}, 0);
   at::Tensor y;
   if (fused) {
     // conv(cat(x, shifted), w0) = conv(x, w0_x) + conv(shifted, w0_past): the second product joins the first
-    // one's epilogue, and the 2n-channel concatenation is never written. Zeros (the stream start) add nothing.
-    at::Tensor shifted = T == 1 ? past : past.defined() ? at::cat({past, x.narrow(0, 0, T - 1)}, 0) : at::Tensor();
-    if (!shifted.defined() && T > 1) shifted = at::cat({at::zeros_like(x.narrow(0, 0, 1)), x.narrow(0, 0, T - 1)}, 0);
+    // one's epilogue, and the 2n-channel concatenation is never written. Zeros add nothing.
     y = shifted.defined() ? conv3x3_add_relu(true, x, m.w0_x, m.b0, conv3x3(shifted, m.w0_past))
                           : conv3x3_relu(true, x, m.w0_x, m.b0);
   } else {
-    auto prev = past.defined() ? past : at::zeros_like(x.narrow(0, 0, 1));
-    auto shifted = at::cat({prev, x.narrow(0, 0, T - 1)}, 0);
-    y = conv3x3_relu(false, at::cat({x, shifted}, 1), m.w0, m.b0);
+    y = conv3x3_relu(false, at::cat({x, shifted.defined() ? shifted : at::zeros_like(x)}, 1), m.w0, m.b0);
   }
   // The last frame's input is the next frame's past; x is never written in place, so a whole one-frame x is
   // kept as it is (a narrowed one is copied so as not to hold the group's memory).

@@ -46,13 +46,12 @@ at::Tensor WeightFile::take(const std::string& key, const std::vector<int64_t>& 
   if (t.is_meta())
     throw Error(Error::Kind::Internal, path_ + ": tensor '" + key + "' was taken before (and converted): take each tensor once");
   taken_.insert(key);
-  at::Tensor out = t.to(device, dtype).contiguous();
-  // Never keep a view of the file itself (same device and dtype: .to() returns the view): a model lives
-  // for days, and a model file rewritten or truncated in place under a mapping makes its pages read
-  // another file's bytes or raise SIGBUS. Owned memory is what a loaded Model is made of.
-  if (out.is_alias_of(t)) out = out.clone();
-  // A converted copy no longer needs the file's tensor: keep only its shape and dtype (a meta tensor), so
-  // that its memory (pages of a mapped file, io/mapped_file.h) goes now, not when the whole file is closed.
+  // Always a copy, also where device and dtype already match (.to() would return the view itself): a model
+  // lives for days, and the reader's views must not outlive the load (io/safetensors.h) — a model file
+  // rewritten or truncated in place under a mapping makes its pages read other bytes or raise SIGBUS.
+  at::Tensor out = t.to(device, dtype, /*non_blocking=*/false, /*copy=*/true).contiguous();
+  // The file's tensor is no longer needed: keep only its shape and dtype (a meta tensor), so that its
+  // memory (pages of a mapped file, io/mapped_file.h) goes now, not when the whole file is closed.
   it->second = at::empty(it->second.sizes(), it->second.options().device(at::kMeta));
   return out;
 }
