@@ -8,6 +8,13 @@ const GEnumValue kModelVersions[] = {
     {GST_FLASHVSR_MODEL_VERSION_1_0, "FlashVSR v1.0 (LQ projection caches the current clip)", "1.0"},
     {GST_FLASHVSR_MODEL_VERSION_1_1, "FlashVSR v1.1 (causal LQ projection)", "1.1"},
     {0, nullptr, nullptr}};
+const GEnumValue kVariants[] = {
+    {GST_FLASHVSR_VARIANT_AUTO, "From the model directory: TCDecoder.ckpt is Tiny (also when Wan2.1_VAE.pth is there), "
+                                "Wan2.1_VAE.pth alone is Full", "auto"},
+    {GST_FLASHVSR_VARIANT_TINY, "FlashVSR-Tiny: the tiny conditional decoder (TCDecoder.ckpt)", "tiny"},
+    {GST_FLASHVSR_VARIANT_FULL, "FlashVSR (Full): the Wan2.1 VAE decoder (Wan2.1_VAE.pth), higher quality, "
+                                "much more compute", "full"},
+    {0, nullptr, nullptr}};
 const GEnumValue kPrecisions[] = {{GST_FLASHVSR_PRECISION_AUTO, "bfloat16 on CUDA devices, float32 on the CPU", "auto"},
                                   {GST_FLASHVSR_PRECISION_BF16, "bfloat16", "bf16"},
                                   {GST_FLASHVSR_PRECISION_FP16, "float16", "fp16"},
@@ -30,13 +37,14 @@ GType enum_type(GType* type, const char* name, const GEnumValue* values) {
   return *type;
 }
 
-GType model_version_type = 0, precision_type = 0, color_fix_type = 0, attention_type = 0;
+GType model_version_type = 0, variant_type = 0, precision_type = 0, color_fix_type = 0, attention_type = 0;
 
 }  // namespace
 
 GType gst_flashvsr_model_version_get_type(void) {
   return enum_type(&model_version_type, "GstFlashVsrModelVersion", kModelVersions);
 }
+GType gst_flashvsr_variant_get_type(void) { return enum_type(&variant_type, "GstFlashVsrVariant", kVariants); }
 GType gst_flashvsr_precision_get_type(void) { return enum_type(&precision_type, "GstFlashVsrPrecision", kPrecisions); }
 GType gst_flashvsr_color_fix_get_type(void) { return enum_type(&color_fix_type, "GstFlashVsrColorFix", kColorFixes); }
 GType gst_flashvsr_attention_get_type(void) { return enum_type(&attention_type, "GstFlashVsrAttention", kAttentions); }
@@ -53,7 +61,8 @@ void install_properties(GObjectClass* klass) {
       klass, PROP_MODEL_DIR,
       g_param_spec_string("model-dir", "Model directory",
                           "Directory of a FlashVSR release (diffusion_pytorch_model_streaming_dmd.safetensors, "
-                          "LQ_proj_in.ckpt, TCDecoder.ckpt, posi_prompt.pth); loaded when going to READY",
+                          "LQ_proj_in.ckpt, posi_prompt.pth, and TCDecoder.ckpt for Tiny or Wan2.1_VAE.pth for "
+                          "Full); loaded when going to READY",
                           DEFAULT_MODEL_DIR, ready));
   g_object_class_install_property(
       klass, PROP_MODEL_VERSION,
@@ -61,6 +70,12 @@ void install_properties(GObjectClass* klass) {
                         "Release the weights belong to (decides how the LQ projection caches frames; not "
                         "detectable from the weights)",
                         GST_TYPE_FLASHVSR_MODEL_VERSION, DEFAULT_MODEL_VERSION, ready));
+  g_object_class_install_property(
+      klass, PROP_VARIANT,
+      g_param_spec_enum("variant", "Variant",
+                        "Which FlashVSR the model directory is run as (its stage-3 decoder); the files of the "
+                        "variant asked for must be there",
+                        GST_TYPE_FLASHVSR_VARIANT, DEFAULT_VARIANT, ready));
   g_object_class_install_property(
       klass, PROP_DEVICE,
       g_param_spec_string("device", "Device",
@@ -132,7 +147,7 @@ void install_properties(GObjectClass* klass) {
                           "until the upscaled frames are ready on the device (0 before the first chunk)",
                           0.0, G_MAXDOUBLE, 0.0, ro));
 
-  for (GType type : {GST_TYPE_FLASHVSR_MODEL_VERSION, GST_TYPE_FLASHVSR_PRECISION, GST_TYPE_FLASHVSR_COLOR_FIX,
+  for (GType type : {GST_TYPE_FLASHVSR_MODEL_VERSION, GST_TYPE_FLASHVSR_VARIANT, GST_TYPE_FLASHVSR_PRECISION, GST_TYPE_FLASHVSR_COLOR_FIX,
                      GST_TYPE_FLASHVSR_ATTENTION})
     gst_type_mark_as_plugin_api(type, static_cast<GstPluginAPIFlags>(0));
 }
@@ -151,6 +166,7 @@ bool set_setting(Settings& s, guint prop_id, const GValue* value, bool* size_cha
   switch (prop_id) {
     case PROP_MODEL_DIR: s.model_dir = string_or(value, ""); break;
     case PROP_MODEL_VERSION: s.model_version = static_cast<GstFlashVsrModelVersion>(g_value_get_enum(value)); break;
+    case PROP_VARIANT: s.variant = static_cast<GstFlashVsrVariant>(g_value_get_enum(value)); break;
     case PROP_DEVICE: s.device = string_or(value, DEFAULT_DEVICE); break;
     case PROP_PRECISION: s.precision = static_cast<GstFlashVsrPrecision>(g_value_get_enum(value)); break;
     case PROP_SCALE: {
@@ -175,6 +191,7 @@ bool get_setting(const Settings& s, guint prop_id, GValue* value) {
   switch (prop_id) {
     case PROP_MODEL_DIR: g_value_set_string(value, s.model_dir.empty() ? nullptr : s.model_dir.c_str()); break;
     case PROP_MODEL_VERSION: g_value_set_enum(value, s.model_version); break;
+    case PROP_VARIANT: g_value_set_enum(value, s.variant); break;
     case PROP_DEVICE: g_value_set_string(value, s.device.c_str()); break;
     case PROP_PRECISION: g_value_set_enum(value, s.precision); break;
     case PROP_SCALE: g_value_set_double(value, s.scale); break;
@@ -195,7 +212,10 @@ flashvsr::LoadOptions load_options(const Settings& s) {
   auto* precisions = static_cast<GEnumClass*>(g_type_class_ref(GST_TYPE_FLASHVSR_PRECISION));
   const std::string precision = g_enum_get_value(precisions, s.precision)->value_nick;
   g_type_class_unref(precisions);
-  return flashvsr::resolve_load_options(s.device, precision);
+  flashvsr::LoadOptions o = flashvsr::resolve_load_options(s.device, precision);
+  if (s.variant != GST_FLASHVSR_VARIANT_AUTO)
+    o.variant = s.variant == GST_FLASHVSR_VARIANT_FULL ? flashvsr::Variant::Full : flashvsr::Variant::Tiny;
+  return o;
 }
 
 bool StreamSpec::same_stream(const StreamSpec& other) const {

@@ -19,6 +19,12 @@ typedef enum {
 } GstFlashVsrModelVersion;
 
 typedef enum {
+  GST_FLASHVSR_VARIANT_AUTO,
+  GST_FLASHVSR_VARIANT_TINY,
+  GST_FLASHVSR_VARIANT_FULL,
+} GstFlashVsrVariant;
+
+typedef enum {
   GST_FLASHVSR_PRECISION_AUTO,
   GST_FLASHVSR_PRECISION_BF16,
   GST_FLASHVSR_PRECISION_FP16,
@@ -39,6 +45,8 @@ typedef enum {
 
 #define GST_TYPE_FLASHVSR_MODEL_VERSION (gst_flashvsr_model_version_get_type())
 GType gst_flashvsr_model_version_get_type(void);
+#define GST_TYPE_FLASHVSR_VARIANT (gst_flashvsr_variant_get_type())
+GType gst_flashvsr_variant_get_type(void);
 #define GST_TYPE_FLASHVSR_PRECISION (gst_flashvsr_precision_get_type())
 GType gst_flashvsr_precision_get_type(void);
 #define GST_TYPE_FLASHVSR_COLOR_FIX (gst_flashvsr_color_fix_get_type())
@@ -50,6 +58,7 @@ G_END_DECLS
 
 #define DEFAULT_MODEL_DIR NULL
 #define DEFAULT_MODEL_VERSION GST_FLASHVSR_MODEL_VERSION_1_1
+#define DEFAULT_VARIANT GST_FLASHVSR_VARIANT_AUTO
 #define DEFAULT_DEVICE "auto"
 #define DEFAULT_PRECISION GST_FLASHVSR_PRECISION_AUTO
 #define DEFAULT_SCALE 4.0
@@ -85,6 +94,7 @@ enum {
   PROP_SEED,
   PROP_ATTENTION,
   PROP_NOISE_FILE,
+  PROP_VARIANT,
   PROP_FRAMES_IN,
   PROP_FRAMES_OUT,
   PROP_CHUNKS,
@@ -97,6 +107,7 @@ void install_properties(GObjectClass* klass);
 struct Settings {
   std::string model_dir;  // "" = not set
   GstFlashVsrModelVersion model_version = DEFAULT_MODEL_VERSION;
+  GstFlashVsrVariant variant = DEFAULT_VARIANT;
   std::string device = DEFAULT_DEVICE;
   GstFlashVsrPrecision precision = DEFAULT_PRECISION;
   double scale = DEFAULT_SCALE;
@@ -115,7 +126,8 @@ bool set_setting(Settings& s, guint prop_id, const GValue* value, bool* size_cha
 // Reads the writable property `prop_id` (false for another id).
 bool get_setting(const Settings& s, guint prop_id, GValue* value);
 
-// The device and precision the settings ask for ("auto" resolved by the engine library's policy); throws
+// The variant, device and precision the settings ask for ("auto" resolved by the engine library's policy:
+// the variant from the directory's files when the model loads, the device and precision here); throws
 // flashvsr::Error(BadSettings) for a device string it does not know.
 flashvsr::LoadOptions load_options(const Settings& s);
 

@@ -40,6 +40,32 @@ const char* dtype_name(at::ScalarType dtype) {
   }
 }
 
+const char* variant_name(Variant variant) { return variant == Variant::Full ? "full" : "tiny"; }
+
+std::optional<Variant> parse_variant(const std::string& text) {
+  if (text == "auto") return std::nullopt;
+  if (text == "tiny") return Variant::Tiny;
+  if (text == "full") return Variant::Full;
+  throw Error(Error::Kind::BadSettings, "variant '" + text + "': expected auto, tiny or full");
+}
+
+Variant detect_variant(const std::string& dir, std::optional<Variant> requested) {
+  const std::string tiny = io::join_path(dir, ReleaseLayout::kDecoder);
+  const std::string full = io::join_path(dir, ReleaseLayout::kVaeDecoder);
+  if (requested) {
+    const std::string& need = *requested == Variant::Full ? full : tiny;
+    if (!io::is_regular_file(need))
+      throw Error(Error::Kind::NotFound, need + ": no such file (variant " + variant_name(*requested) +
+                                             " was asked for; its stage-3 decoder lives in that file)");
+    return *requested;
+  }
+  if (io::is_regular_file(tiny)) return Variant::Tiny;
+  if (io::is_regular_file(full)) return Variant::Full;
+  throw Error(Error::Kind::NotFound, "model directory '" + dir + "' has no stage-3 decoder: expected " +
+                                         ReleaseLayout::kDecoder + " (FlashVSR-Tiny) or " + ReleaseLayout::kVaeDecoder +
+                                         " (FlashVSR Full)");
+}
+
 void check_device(at::Device device) {
   if (device.is_cpu()) return;
   if (!device.is_cuda()) throw Error(Error::Kind::Device, "unsupported device " + device.str());
@@ -64,10 +90,14 @@ LoadOptions resolve_load_options(const std::string& device, const std::string& p
 
 std::string ModelConfig::describe() const {
   std::ostringstream s;
-  s << "DiT dim " << dit.dim << " (" << dit.heads << " heads x " << dit.head_dim << "), ffn " << dit.ffn_dim << ", "
+  s << "FlashVSR " << (variant == Variant::Full ? "Full" : "Tiny") << ": DiT dim " << dit.dim << " (" << dit.heads << " heads x " << dit.head_dim << "), ffn " << dit.ffn_dim << ", "
     << dit.layers << " layers, text dim " << dit.text_dim << ", prompt " << context_len << " tokens; LQ projection "
-    << lq_proj.hidden1 << "/" << lq_proj.hidden2 << " x" << lq_proj.num_linear << "; decoder channels "
-    << decoder.channels[0] << "/" << decoder.channels[1] << "/" << decoder.channels[2] << "/" << decoder.channels[3];
+    << lq_proj.hidden1 << "/" << lq_proj.hidden2 << " x" << lq_proj.num_linear << "; ";
+  if (variant == Variant::Full)
+    s << "Wan2.1 VAE decoder, base width " << vae_decoder.dim << ", " << vae_decoder.z_dim << " latent channels";
+  else
+    s << "decoder channels " << decoder.channels[0] << "/" << decoder.channels[1] << "/" << decoder.channels[2] << "/"
+      << decoder.channels[3];
   return s.str();
 }
 
@@ -89,23 +119,33 @@ std::shared_ptr<const Model> Model::load(const std::string& dir, const LoadOptio
   const std::string prompt_path = io::join_path(dir, ReleaseLayout::kPrompt);
   WeightFile dit = WeightFile::open(io::join_path(dir, ReleaseLayout::kDit));
   WeightFile lq = WeightFile::open(io::join_path(dir, ReleaseLayout::kLqProj));
-  WeightFile dec = WeightFile::open(io::join_path(dir, ReleaseLayout::kDecoder));
+  const Variant variant = detect_variant(dir, o.variant);
+  WeightFile dec = variant == Variant::Full
+                       ? open_vae_decoder_file(io::join_path(dir, ReleaseLayout::kVaeDecoder), o.log)
+                       : WeightFile::open(io::join_path(dir, ReleaseLayout::kDecoder));
   if (!io::is_regular_file(prompt_path)) throw Error(Error::Kind::NotFound, prompt_path + ": no such file");
   at::Tensor prompt = io::read_torch_tensor(prompt_path);
-  return build(dir, std::move(dit), std::move(lq), std::move(dec), prompt_path, prompt, o);
+  return build(dir, variant, std::move(dit), std::move(lq), std::move(dec), prompt_path, prompt, o);
 }
 
 std::shared_ptr<const Model> Model::from_tensors(ModelTensors t, const LoadOptions& o, const std::string& name) {
   c10::InferenceMode inference;
   check_load_options(o);
-  return build(name, WeightFile(io::join_path(name, ReleaseLayout::kDit), std::move(t.dit)),
+  if (o.variant && *o.variant != t.variant)
+    throw Error(Error::Kind::BadSettings, name + ": variant " + variant_name(*o.variant) + " asked for, the tensors are " +
+                                              variant_name(t.variant));
+  const char* decoder_file = t.variant == Variant::Full ? ReleaseLayout::kVaeDecoder : ReleaseLayout::kDecoder;
+  if (t.variant == Variant::Full)  // what open_vae_decoder_file keeps of a file
+    for (auto it = t.decoder.begin(); it != t.decoder.end();) it = is_vae_decoder_key(it->first) ? std::next(it) : t.decoder.erase(it);
+  return build(name, t.variant, WeightFile(io::join_path(name, ReleaseLayout::kDit), std::move(t.dit)),
                WeightFile(io::join_path(name, ReleaseLayout::kLqProj), std::move(t.lq_proj)),
-               WeightFile(io::join_path(name, ReleaseLayout::kDecoder), std::move(t.decoder)),
+               WeightFile(io::join_path(name, decoder_file), std::move(t.decoder)),
                io::join_path(name, ReleaseLayout::kPrompt), t.prompt, o);
 }
 
-std::shared_ptr<const Model> Model::build(const std::string& dir, WeightFile dit, WeightFile lq, WeightFile dec,
-                                          const std::string& prompt_name, at::Tensor prompt, const LoadOptions& o) {
+std::shared_ptr<const Model> Model::build(const std::string& dir, Variant variant, WeightFile dit, WeightFile lq,
+                                          WeightFile dec, const std::string& prompt_name, at::Tensor prompt,
+                                          const LoadOptions& o) {
   auto warn_unused = [&](const WeightFile& f) {
     const auto extra = f.unused();
     if (extra.empty() || !o.log) return;
@@ -119,6 +159,7 @@ std::shared_ptr<const Model> Model::build(const std::string& dir, WeightFile dit
   m->dir_ = dir;
   m->device_ = o.device;
   m->dtype_ = o.dtype;
+  m->config_.variant = variant;
   try {
     m->config_.dit = DitConfig::detect(dit);
     m->dit_ = DitWeights::bind(dit, m->config_.dit, o.device, o.dtype);
@@ -134,10 +175,15 @@ std::shared_ptr<const Model> Model::build(const std::string& dir, WeightFile dit
     m->lq_proj_ = LqProjWeights::bind(lq, m->config_.lq_proj, o.device, o.dtype);
     warn_unused(lq);
 
-    m->config_.decoder = DecoderConfig::detect(dec);
-    m->decoder_ = DecoderWeights::bind(dec, m->config_.decoder, o.device, o.dtype);
+    if (variant == Variant::Full) {
+      m->config_.vae_decoder = VaeDecoderConfig::detect(dec);
+      m->vae_decoder_ = VaeDecoderWeights::bind(dec, m->config_.vae_decoder, o.device, o.dtype);
+    } else {
+      m->config_.decoder = DecoderConfig::detect(dec);
+      m->decoder_ = DecoderWeights::bind(dec, m->config_.decoder, o.device, o.dtype);
+      if (o.log) o.log(LogLevel::Info, dec.path() + ": decoder convolutions: " + m->decoder_.epilogue_path);
+    }
     warn_unused(dec);
-    if (o.log) o.log(LogLevel::Info, dec.path() + ": decoder convolutions: " + m->decoder_.epilogue_path);
 
     if (!prompt.defined() || prompt.dim() != 3 || prompt.size(0) != 1 || prompt.size(2) != m->config_.dit.text_dim ||
         !at::isFloatingType(prompt.scalar_type()))
@@ -171,6 +217,7 @@ void StreamState::reset() {
   lq_proj.reset();
   dit.reset();
   decoder.reset();
+  vae_decoder.reset();
   next_chunk = 0;
   frames_in = frames_padded = frames_out = 0;
   lq_first = 0;
@@ -359,10 +406,13 @@ at::Tensor Stream::run_chunk(const ChunkPlan& plan) {
   auto denoised = latents - pred;
   mark(Stage::Dit, false);
 
-  // Stage 3: decode with the LQ condition, crop the padding away, colour-correct.
+  // Stage 3: decode (Tiny: with the LQ condition; Full: the VAE decoder, latents only), crop the padding
+  // away, colour-correct against the LQ frames of the same indices.
   mark(Stage::Decoder, true);
   auto cond = frames(plan.output.begin, plan.output.end);
-  auto decoded = decode_chunk(m.decoder(), state_.decoder, denoised, cond, options_.decoder_group);
+  auto decoded = m.variant() == Variant::Full
+                     ? vae_decode_chunk(m.vae_decoder(), state_.vae_decoder, denoised)
+                     : decode_chunk(m.decoder(), state_.decoder, denoised, cond, options_.decoder_group);
   mark(Stage::Decoder, false);
   if (decoded.size(2) != plan.output.size())
     throw Error(Error::Kind::Internal, "decoder returned " + std::to_string(decoded.size(2)) + " frames, expected " +
@@ -373,6 +423,7 @@ at::Tensor Stream::run_chunk(const ChunkPlan& plan) {
     observer_(c, "lq_latents", lq_tokens.empty() ? at::Tensor() : lq_tokens[0]);
     observer_(c, "latents_in", latents);
     observer_(c, "noise_pred", pred);
+    observer_(c, "latents", denoised);
     observer_(c, "decoded", hq);
   }
   mark(Stage::Colour, true);

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// The FlashVSR-Tiny streaming engine.
+// The FlashVSR streaming engine, both variants: Tiny (stage 3 the tiny conditional decoder) and Full
+// (stage 3 the Wan2.1 VAE decoder); stages 1-2 and the chunk schedule are the same.
 //  - Model: the loaded weights of one model directory on one device and dtype, plus what derives from
 //    them alone (prompt keys/values, timestep modulation). Immutable; share it between streams.
 //  - Stream: one video. Push LR frames, get back every HR frame that is ready, in order; finish() pads
@@ -14,6 +15,7 @@
 #include "preprocess.h"
 #include "schedule.h"
 #include "tc_decoder.h"
+#include "vae_decoder.h"
 
 #include <ATen/ATen.h>
 
@@ -33,28 +35,42 @@ const char* dtype_name(at::ScalarType dtype);
 // Throws Error(Device) when the device cannot be used in this process (no CUDA, index out of range).
 void check_device(at::Device device);
 
+// Which stage 3 a model has: Tiny (TCDecoder.ckpt) or Full (Wan2.1_VAE.pth).
+enum class Variant { Tiny, Full };
+const char* variant_name(Variant variant);  // "tiny" | "full"
+// "auto" -> nullopt (from the files), "tiny", "full"; throws Error(BadSettings) for anything else.
+std::optional<Variant> parse_variant(const std::string& text);
+// The variant of a release-layout directory: `requested` when given (its decoder file must be there), else
+// Tiny when TCDecoder.ckpt is there, else Full when Wan2.1_VAE.pth is. Error(NotFound) names the file(s)
+// missing and what was expected.
+Variant detect_variant(const std::string& dir, std::optional<Variant> requested);
+
 // The largest output frame side a Stream takes (and so the largest frame the element negotiates).
 constexpr int64_t kMaxFrameSide = 16384;
 
 struct ModelConfig {
+  Variant variant = Variant::Tiny;
   LqProjConfig lq_proj;
   DitConfig dit;
-  DecoderConfig decoder;
+  DecoderConfig decoder;         // Tiny only
+  VaeDecoderConfig vae_decoder;  // Full only
   int64_t context_len = 0;  // prompt tokens
   std::string describe() const;
 };
 
 // The four files of a release-layout directory, in memory.
 struct ModelTensors {
+  Variant variant = Variant::Tiny;
   TensorMap dit;       // diffusion_pytorch_model_streaming_dmd.safetensors
   TensorMap lq_proj;   // LQ_proj_in.ckpt
-  TensorMap decoder;   // TCDecoder.ckpt
+  TensorMap decoder;   // Tiny: TCDecoder.ckpt; Full: Wan2.1_VAE.pth (conv2.*, decoder.*; the encoder is never read)
   at::Tensor prompt;   // posi_prompt.pth: [1, L, text_dim]
 };
 
 struct LoadOptions {
   at::Device device = at::kCPU;
   at::ScalarType dtype = at::kFloat;
+  std::optional<Variant> variant;  // empty: from the directory's files (detect_variant)
   LogFn log;  // warnings (e.g. unknown extra tensors); may be empty
 };
 
@@ -81,12 +97,15 @@ class Model {
   const LqProjWeights& lq_proj() const { return lq_proj_; }
   const DitWeights& dit() const { return dit_; }
   const DitConstants& dit_constants() const { return dit_constants_; }
-  const DecoderWeights& decoder() const { return decoder_; }
+  Variant variant() const { return config_.variant; }
+  const DecoderWeights& decoder() const { return decoder_; }          // Tiny
+  const VaeDecoderWeights& vae_decoder() const { return vae_decoder_; }  // Full
 
  private:
   Model() = default;
-  static std::shared_ptr<const Model> build(const std::string& dir, WeightFile dit, WeightFile lq, WeightFile dec,
-                                            const std::string& prompt_name, at::Tensor prompt, const LoadOptions& o);
+  static std::shared_ptr<const Model> build(const std::string& dir, Variant variant, WeightFile dit, WeightFile lq,
+                                            WeightFile dec, const std::string& prompt_name, at::Tensor prompt,
+                                            const LoadOptions& o);
   std::string dir_;
   at::Device device_ = at::kCPU;
   at::ScalarType dtype_ = at::kFloat;
@@ -95,6 +114,7 @@ class Model {
   DitWeights dit_;
   DitConstants dit_constants_;
   DecoderWeights decoder_;
+  VaeDecoderWeights vae_decoder_;
 };
 
 struct StreamOptions {
@@ -114,7 +134,8 @@ struct StreamOptions {
 
 // Noise for latent frames [first, first + count): [1, 16, count, Hp/8, Wp/8] (any device/dtype).
 using NoiseSource = std::function<at::Tensor(int64_t first_latent, int64_t count)>;
-// Intermediates per chunk: "lq_latents", "latents_in", "noise_pred", "decoded" (before colour correction).
+// Intermediates per chunk: "lq_latents", "latents_in", "noise_pred", "latents" (latents_in - noise_pred, the
+// decoder's input), "decoded" (before colour correction).
 using ChunkObserver = std::function<void(int64_t chunk, const std::string& name, const at::Tensor& value)>;
 
 // Stages of the engine, for profiling hooks.
@@ -128,7 +149,8 @@ using StageHook = std::function<void(Stage stage, bool begin)>;
 struct StreamState {
   LqProjState lq_proj;
   DitState dit;
-  DecoderState decoder;
+  DecoderState decoder;         // Tiny
+  VaeDecoderState vae_decoder;  // Full
   int64_t next_chunk = 0;
   int64_t frames_in = 0;        // real frames pushed
   int64_t frames_padded = 0;    // copies of the last frame appended by finish()

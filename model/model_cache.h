@@ -39,7 +39,7 @@ class ModelCache {
   std::map<std::string, std::shared_ptr<Entry>> entries_;
 };
 
-// The key of a model directory as the cache sees it: canonical path, device, dtype, and for each release
+// The key of a model directory as the cache sees it: canonical path, device, dtype, variant asked for, and for each release
 // file its device and inode, size, mtime and ctime (which no user-space copy can set). Exposed for tests.
 std::string model_cache_key(const std::string& dir, const LoadOptions& options);
 

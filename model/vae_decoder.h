@@ -53,6 +53,16 @@ struct VaeDecoderState {
   void reset() { *this = VaeDecoderState(); }
 };
 
+// Whether a key of Wan2.1_VAE.pth belongs to the decoder side (conv2.*, decoder.*), the part the engine binds.
+inline bool is_vae_decoder_key(const std::string& key) {
+  return key.rfind("conv2.", 0) == 0 || key.rfind("decoder.", 0) == 0;
+}
+
+// Opens Wan2.1_VAE.pth (a torch.save'd VideoVAE_ state dict) keeping only conv2.* and decoder.*: the
+// encoder half is never materialised (a debug line through `log` says how many tensors were skipped).
+// Error(BadFile) naming the path when the file has no decoder (e.g. an encoder-only file).
+WeightFile open_vae_decoder_file(const std::string& path, const LogFn& log);
+
 // latents: [1, z_dim, t, h, w] (normalised, as the DiT returns them). Returns [1, 3, 4t (- 3 on the first
 // call of a stream), 8h, 8w] in [-1, 1] (clamped), in the weights' dtype.
 at::Tensor vae_decode_chunk(const VaeDecoderWeights& weights, VaeDecoderState& state, const at::Tensor& latents);

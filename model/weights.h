@@ -20,7 +20,8 @@ namespace flashvsr {
 struct ReleaseLayout {
   static constexpr const char* kDit = "diffusion_pytorch_model_streaming_dmd.safetensors";
   static constexpr const char* kLqProj = "LQ_proj_in.ckpt";
-  static constexpr const char* kDecoder = "TCDecoder.ckpt";
+  static constexpr const char* kDecoder = "TCDecoder.ckpt";     // FlashVSR-Tiny's stage 3
+  static constexpr const char* kVaeDecoder = "Wan2.1_VAE.pth";   // FlashVSR (Full)'s stage 3
   static constexpr const char* kPrompt = "posi_prompt.pth";
 };
 

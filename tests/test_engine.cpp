@@ -316,42 +316,126 @@ TEST(Engine, AttentionBackendIsResolvedUpFrontWithTheReasonForTheReferencePath) 
   EXPECT_EQ(s.attention().backend, AttentionBackend::Reference);
 }
 
+// FlashVSR Full: the same chunk schedule with the Wan2.1 VAE decoder as stage 3 (a generated model of
+// the tiny preset's sizes, VAE base width 8).
+namespace {
+std::shared_ptr<const Model> full_model() {
+  static std::shared_ptr<const Model> model = [] {
+    c10::InferenceMode guard;
+    const std::string dir = test::scratch_dir("engine-full-model");
+    write_model_dir(dir, make_random_model(ModelSpec::tiny().with_variant(Variant::Full), 7));
+    return Model::load(dir, LoadOptions{});
+  }();
+  return model;
+}
+}  // namespace
+
+TEST(FullVariant, EveryInputFrameComesOutOnceForAnyFrameCount) {
+  c10::InferenceMode guard;
+  ASSERT_EQ(full_model()->variant(), Variant::Full);
+  for (int64_t n : {1, 25, 29, 42}) {
+    Stream s(full_model(), small_options());
+    auto out = run(s, frames(n, 16, 24), 1);
+    EXPECT_EQ(out.sizes().vec(), (std::vector<int64_t>{n, 64, 96, 3})) << n;
+    EXPECT_EQ(s.stats().frames_out, n);
+  }
+}
+
+TEST(FullVariant, FirstOutputAfterTwentyFiveFramesThenEightPerEight) {
+  c10::InferenceMode guard;
+  Stream s(full_model(), small_options());
+  auto lr = frames(41, 16, 24);
+  int64_t out = 0;
+  for (int64_t i = 0; i < 41; ++i) {
+    out += s.push(lr.narrow(0, i, 1)).frames.size(0);
+    EXPECT_EQ(out, outputs_ready(i + 1)) << "after " << i + 1 << " frames";
+  }
+}
+
+// The decoder's temporal caches carry across chunks: how frames are pushed changes nothing.
+TEST(FullVariant, OutputDoesNotDependOnHowFramesArePushed) {
+  c10::InferenceMode guard;
+  auto lr = frames(42, 16, 24);
+  Stream a(full_model(), small_options()), b(full_model(), small_options());
+  EXPECT_TRUE(at::equal(run(a, lr, 1), run(b, lr, 42)));
+}
+
+TEST(FullVariant, ResetMidStreamGivesTheSameOutputAsAFreshStream) {
+  c10::InferenceMode guard;
+  auto lr1 = frames(37, 16, 24, 1), lr2 = frames(33, 16, 24, 2);
+  Stream s(full_model(), small_options());
+  s.push(lr1);  // chunks 0 and 1 ran: the VAE caches hold chunk 1's frames
+  s.reset();
+  auto again = run(s, lr2, 4);
+  Stream fresh(full_model(), small_options());
+  EXPECT_TRUE(at::equal(again, run(fresh, lr2, 4)));
+}
+
+TEST(FullVariant, ModelsOfBothVariantsServeStreamsSideBySide) {
+  c10::InferenceMode guard;
+  auto lr = frames(29, 16, 24);
+  Stream tiny(tiny_model(), small_options()), full(full_model(), small_options());
+  auto a = run(tiny, lr, 8), b = run(full, lr, 8);
+  EXPECT_EQ(a.sizes(), b.sizes());
+  EXPECT_FALSE(at::equal(a, b));  // different stage 3, different pictures
+}
+
 #if FLASHVSR_CUDA_KERNELS
 // Steady chunks on CUDA enqueue their work without waiting for the device: LibTorch's sync-debug mode set
 // to error turns any synchronising call (a blocking copy, .item(), a stream synchronisation) into an
 // exception. The frames are already on the device and the outputs stay there (an element's download of
 // its output buffers is the one synchronisation a chunk needs, outside this check).
-TEST(CudaSteadyChunk, RunsWithoutHostSynchronisation) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+// Runs chunks 0 and 1 of a CUDA bf16 stream of the variant, then chunks 2 and 3 in sync-debug mode; returns
+// the error of the first synchronising call ("" when none) and counts the frames of chunks 2 and 3.
+namespace {
+std::string steady_chunk_sync_error(Variant variant, int64_t& out) {
   c10::InferenceMode guard;
   LoadOptions lo;
   lo.device = at::Device("cuda:0");
   lo.dtype = at::kBFloat16;
-  auto cuda_model = Model::from_tensors(make_random_model(ModelSpec::tiny(), 11, at::kBFloat16), lo);
+  auto cuda_model =
+      Model::from_tensors(make_random_model(ModelSpec::tiny().with_variant(variant), 11, at::kBFloat16), lo);
   StreamOptions o;
   o.in_width = 64;
   o.in_height = 48;
   Stream s(cuda_model, o);
-  ASSERT_EQ(s.attention().backend, AttentionBackend::Cuda) << s.attention().backend_reason;
+  EXPECT_EQ(s.attention().backend, AttentionBackend::Cuda) << s.attention().backend_reason;
   const at::Tensor frames = test::seeded_randn({49, 48, 64, 3}, 12).mul(60).add(128).clamp(0, 255).to(at::kByte).to(lo.device);
-  ASSERT_EQ(s.push(frames.narrow(0, 0, 33)).frames.size(0), 29);  // chunks 0 and 1, eager set-up
+  EXPECT_EQ(s.push(frames.narrow(0, 0, 33)).frames.size(0), 29);  // chunks 0 and 1, eager set-up
   c10::cuda::device_synchronize();
   auto& sync_debug = c10::cuda::warning_state();
   sync_debug.set_sync_debug_mode(c10::cuda::SyncDebugMode::L_ERROR);
   std::string error;
-  int64_t out = 0;
+  out = 0;
   try {
     for (int64_t i = 33; i < 49; ++i) out += s.push(frames.narrow(0, i, 1)).frames.size(0);  // chunks 2 and 3
   } catch (const c10::Error& e) {
     error = e.what_without_backtrace();
   }
   sync_debug.set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED);
-  EXPECT_EQ(error, "") << "a steady chunk synchronised with the host";
-  EXPECT_EQ(out, 16);
   c10::cuda::device_synchronize();
+  return error;
+}
+}  // namespace
+
+TEST(CudaSteadyChunk, RunsWithoutHostSynchronisation) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  int64_t out = 0;
+  EXPECT_EQ(steady_chunk_sync_error(Variant::Tiny, out), "") << "a steady chunk synchronised with the host";
+  EXPECT_EQ(out, 16);
+}
+
+TEST(CudaSteadyChunk, FullVariantRunsWithoutHostSynchronisation) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  int64_t out = 0;
+  EXPECT_EQ(steady_chunk_sync_error(Variant::Full, out), "") << "a steady Full chunk synchronised with the host";
+  EXPECT_EQ(out, 16);
 }
 #else
 TEST(CudaSteadyChunk, RunsWithoutHostSynchronisation) {
+  GTEST_SKIP() << "built without the CUDA kernels (gpu_kernels / nvcc / CUDA LibTorch)";
+}
+TEST(CudaSteadyChunk, FullVariantRunsWithoutHostSynchronisation) {
   GTEST_SKIP() << "built without the CUDA kernels (gpu_kernels / nvcc / CUDA LibTorch)";
 }
 #endif

@@ -28,10 +28,9 @@ std::vector<std::string> extra_fixture_dirs();
 std::vector<std::string> fixture_dirs();
 // The fixture's params.json "variant" ("tiny" when absent).
 std::string fixture_variant(const std::string& dir);
-// "" when the engine implements the fixture's variant, else why not: "variant full: not implemented yet".
-// A test that runs the engine (or reads variant-specific files) on a fixture skips it with this reason,
-// visibly (GTEST_SKIP), never passing over it silently. (Implemented variants: tiny; when the Full
-// variant lands, add it here and in tools/parity.cpp.)
+// "" when the engine implements the fixture's variant (tiny, full), else why not: "variant X: not
+// implemented yet". A test that runs the engine on a fixture skips it with this reason, visibly
+// (GTEST_SKIP), never passing over it silently.
 std::string unsupported_fixture_reason(const std::string& dir);
 
 // For a test that loops over fixture_dirs() itself: prints "[ SKIPPED  ] <name>: <why>" (tools/test-summary.py

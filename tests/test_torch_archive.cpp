@@ -12,6 +12,8 @@
 
 #include <map>
 #include <random>
+#include <set>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -303,10 +305,19 @@ int run_python(const std::string& py, const std::string& dir, const std::string&
 // ---------------------------------------------------------------------------------------------------------------
 // Fixture files.
 
-// One case per fixture. LQ_proj_in.ckpt is in every variant; TCDecoder.ckpt only in the Tiny one (the
-// Full variant's Wan2.1_VAE.pth is not implemented yet: those cases skip, named).
+// One case per fixture, of either variant. LQ_proj_in.ckpt is in both; the stage-3 file is TCDecoder.ckpt
+// (Tiny: decoder.* only) or Wan2.1_VAE.pth (Full: the whole VideoVAE_ state dict, encoder half included).
 class TorchArchiveFixtures : public t::AnyVariantFixtureTest {};
-class TorchArchiveTinyFixtures : public t::FixtureTest {};
+
+// The fixture's stage-3 file name and the top-level key prefixes its state dict holds, from params.json.
+struct DecoderFile {
+  std::string name;
+  std::vector<std::string> prefixes;
+};
+DecoderFile decoder_file(const std::string& fixture) {
+  if (t::fixture_variant(fixture) == "full") return {"Wan2.1_VAE.pth", {"encoder.", "conv1.", "conv2.", "decoder."}};
+  return {"TCDecoder.ckpt", {"decoder."}};
+}
 
 TEST_P(TorchArchiveFixtures, ReadsPlainDictCheckpointFixture) {
   const std::string& d = fixture();
@@ -324,19 +335,30 @@ TEST_P(TorchArchiveFixtures, ReadsPlainDictCheckpointFixture) {
   EXPECT_GT(m.at("conv1.weight").to(at::kFloat).abs().sum().item<float>(), 0.0f);
 }
 
-TEST_P(TorchArchiveTinyFixtures, ReadsStateDictWithMetadataFixture) {
+TEST_P(TorchArchiveFixtures, ReadsStateDictWithMetadataFixture) {
   const std::string& d = fixture();
-  const TensorMap m = flashvsr::io::read_torch_state_dict(fixture_model(d, "TCDecoder.ckpt"));
-  ASSERT_TRUE(m.count("decoder.1.weight"));
-  EXPECT_EQ(m.at("decoder.1.weight").dim(), 4);
+  const DecoderFile file = decoder_file(d);
+  const TensorMap m = flashvsr::io::read_torch_state_dict(fixture_model(d, file.name));
+  // TCDecoder's first conv is 2-D; the VAE decoder's first conv is a 3-D (causal) one.
+  const bool full = file.name == "Wan2.1_VAE.pth";
+  ASSERT_TRUE(m.count(full ? "decoder.conv1.weight" : "decoder.1.weight"));
+  EXPECT_EQ(m.at(full ? "decoder.conv1.weight" : "decoder.1.weight").dim(), full ? 5 : 4);
+  std::set<std::string> seen;
   for (const auto& [name, x] : m) {
-    EXPECT_EQ(name.rfind("decoder.", 0), 0u) << name;
+    bool known = false;
+    for (const auto& p : file.prefixes)
+      if (name.rfind(p, 0) == 0) {
+        known = true;
+        seen.insert(p);
+      }
+    EXPECT_TRUE(known) << name;
     EXPECT_EQ(x.scalar_type(), at::kFloat) << name;
     EXPECT_TRUE(x.is_contiguous()) << name;
   }
+  EXPECT_EQ(seen.size(), file.prefixes.size());
 }
 
-TEST_P(TorchArchiveTinyFixtures, ReadsSingleTensorFixture) {
+TEST_P(TorchArchiveFixtures, ReadsSingleTensorFixture) {
   const std::string& d = fixture();
   const auto params = flashvsr::io::read_json_file(d + "/params.json");
   const at::Tensor x = flashvsr::io::read_torch_tensor(fixture_model(d, "posi_prompt.pth"));
@@ -352,11 +374,10 @@ TEST_P(TorchArchiveTinyFixtures, ReadsSingleTensorFixture) {
   } catch (const Error& e) {
     EXPECT_TRUE(contains(e.what(), "expected a dict")) << e.what();
   }
-  EXPECT_THROW(flashvsr::io::read_torch_tensor(fixture_model(d, "TCDecoder.ckpt")), Error);
+  EXPECT_THROW(flashvsr::io::read_torch_tensor(fixture_model(d, decoder_file(d).name)), Error);
 }
 
 FLASHVSR_FIXTURE_TESTS(TorchArchiveFixtures);
-FLASHVSR_FIXTURE_TESTS(TorchArchiveTinyFixtures);
 
 TEST(TorchArchive, FixturesMatchPythonTorchLoad) {
   const std::string d = t::vendored_fixture();

@@ -6,10 +6,13 @@
 #include "model_maker.h"
 #include "test_support.h"
 #include "io/torch_archive.h"
+#include "writers/torch_archive_writer.h"
 
 #include <gtest/gtest.h>
 
 #include <c10/core/InferenceMode.h>
+
+#include <cstdio>
 
 
 using namespace flashvsr;
@@ -134,7 +137,14 @@ TEST_P(ModelLoadFixtures, FixtureModelsMatchTheirParams) {
   EXPECT_EQ(c.context_len, p.at("context_len").get<int64_t>());
   EXPECT_EQ(c.lq_proj.hidden1, p.at("lq_hidden")[0].get<int64_t>());
   EXPECT_EQ(c.lq_proj.hidden2, p.at("lq_hidden")[1].get<int64_t>());
-  for (int i = 0; i < 4; ++i) EXPECT_EQ(c.decoder.channels[i], p.at("tc_channels")[i].get<int64_t>());
+  if (test::fixture_variant(dir) == "full") {
+    EXPECT_EQ(c.variant, Variant::Full);
+    EXPECT_EQ(c.vae_decoder.dim, p.at("vae_dim").get<int64_t>());
+    EXPECT_EQ(c.vae_decoder.z_dim, p.at("vae_z_dim").get<int64_t>());
+  } else {
+    EXPECT_EQ(c.variant, Variant::Tiny);
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(c.decoder.channels[i], p.at("tc_channels")[i].get<int64_t>());
+  }
 }
 
 FLASHVSR_FIXTURE_TESTS(ModelLoadFixtures);
@@ -260,4 +270,74 @@ TEST(ModelLoad, DeviceAndDtypeStringsParse) {
   EXPECT_EQ(parse_dtype("fp16"), at::kHalf);
   EXPECT_EQ(parse_dtype("fp32"), at::kFloat);
   EXPECT_THROW(parse_dtype("int8"), Error);
+}
+
+TEST(ModelLoad, VariantStringsParse) {
+  EXPECT_EQ(parse_variant("auto"), std::nullopt);
+  EXPECT_EQ(parse_variant("tiny"), Variant::Tiny);
+  EXPECT_EQ(parse_variant("full"), Variant::Full);
+  expect_contains(error_of([] { parse_variant("large"); }), "'large'");
+}
+
+// A directory with TCDecoder.ckpt is Tiny, one with Wan2.1_VAE.pth Full; with both, Tiny unless Full is
+// asked for; asking for a variant whose file is missing, or a directory with neither, names the file(s).
+TEST(ModelLoad, VariantComesFromTheDecoderFileOrTheSetting) {
+  c10::InferenceMode guard;
+  const std::string tiny = test::scratch_dir("variant-tiny"), full = test::scratch_dir("variant-full"),
+                    both = test::scratch_dir("variant-both"), none = test::scratch_dir("variant-none");
+  const auto tiny_tensors = make_random_model(ModelSpec::tiny(), 5);
+  const auto full_tensors = make_random_model(ModelSpec::tiny().with_variant(Variant::Full), 5);
+  write_model_dir(tiny, tiny_tensors);
+  write_model_dir(full, full_tensors);
+  write_model_dir(both, tiny_tensors);
+  write_model_dir(none, tiny_tensors);
+  write_torch_state_dict(both + "/Wan2.1_VAE.pth", full_tensors.decoder, /*as_state_dict=*/true);
+  ASSERT_EQ(std::remove((none + "/TCDecoder.ckpt").c_str()), 0);
+
+  EXPECT_EQ(detect_variant(tiny, std::nullopt), Variant::Tiny);
+  EXPECT_EQ(detect_variant(full, std::nullopt), Variant::Full);
+  EXPECT_EQ(detect_variant(both, std::nullopt), Variant::Tiny);
+  EXPECT_EQ(detect_variant(both, Variant::Full), Variant::Full);
+  EXPECT_EQ(detect_variant(full, Variant::Full), Variant::Full);
+
+  Error::Kind kind{};
+  std::string e = error_of([&] { detect_variant(tiny, Variant::Full); }, &kind);
+  EXPECT_EQ(kind, Error::Kind::NotFound);
+  expect_contains(e, tiny + "/Wan2.1_VAE.pth");
+  e = error_of([&] { detect_variant(full, Variant::Tiny); }, &kind);
+  expect_contains(e, full + "/TCDecoder.ckpt");
+  e = error_of([&] { Model::load(none, LoadOptions{}); }, &kind);
+  EXPECT_EQ(kind, Error::Kind::NotFound);
+  expect_contains(e, "TCDecoder.ckpt");
+  expect_contains(e, "Wan2.1_VAE.pth");
+
+  LoadOptions as_full;
+  as_full.variant = Variant::Full;
+  EXPECT_EQ(Model::load(both, as_full)->variant(), Variant::Full);
+  EXPECT_EQ(Model::load(both, LoadOptions{})->variant(), Variant::Tiny);
+}
+
+// Wan2.1_VAE.pth holds the whole VideoVAE_ (encoder half included): the Full model binds conv2.* and
+// decoder.*, and the encoder's tensors are neither an error nor "unknown tensors".
+TEST(ModelLoad, FullModelBindsTheVaeDecoderAndSkipsTheEncoder) {
+  c10::InferenceMode guard;
+  const std::string dir = test::scratch_dir("variant-full-load");
+  const auto tensors = make_random_model(ModelSpec::tiny().with_variant(Variant::Full), 6);
+  ASSERT_TRUE(tensors.decoder.count("encoder.conv1.weight"));
+  ASSERT_TRUE(tensors.decoder.count("conv1.weight"));
+  write_model_dir(dir, tensors);
+  std::vector<std::string> warnings;
+  LoadOptions o;
+  o.log = [&](LogLevel level, const std::string& m) {
+    if (level == LogLevel::Warning) warnings.push_back(m);
+  };
+  auto m = Model::load(dir, o);
+  EXPECT_EQ(m->variant(), Variant::Full);
+  EXPECT_EQ(m->config().vae_decoder.dim, 8);
+  EXPECT_EQ(m->config().vae_decoder.z_dim, 16);
+  EXPECT_TRUE(warnings.empty()) << warnings.front();
+  expect_contains(m->config().describe(), "VAE decoder, base width 8");
+  // Loading from the same tensors in memory binds the same weights.
+  auto b = Model::from_tensors(tensors, LoadOptions{});
+  EXPECT_TRUE(at::equal(m->vae_decoder().head_conv.weight, b->vae_decoder().head_conv.weight));
 }

@@ -30,13 +30,16 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 const char* kUsage =
-    "usage: flashvsr-bench [--model DIR | --preset full|tiny] [--device cuda|cpu|cuda:N] [--precision bf16|fp16|fp32]\n"
+    "usage: flashvsr-bench [--model DIR | --preset full|tiny] [--variant tiny,full] [--device cuda|cpu|cuda:N]\n"
+    "       [--precision bf16|fp16|fp32]\n"
     "       [--sizes 1408x768,1920x1080 (output sizes)] [--scale 4] [--frames 101] [--sparse-ratio 2.0]\n"
     "       [--local-range 11] [--kv-ratio 3.0] [--color-fix adain] [--attention auto,reference,cuda]\n"
     "       [--decoder-group 1] [--model-version 1.1] [--seed 0] [--compare BASELINE.jsonl]\n"
-    "One JSON line per (size, attention backend); the model is built or loaded once. With --compare, each run\n"
-    "is followed by a line {\"compare\": size, figure: {now, base, ratio}} against the saved run of the same\n"
-    "output, attention, precision, frames, decoder group and cuDNN setting in BASELINE.jsonl.\n";
+    "One JSON line per (variant, size, attention backend); each model is built or loaded once. --variant: the\n"
+    "stage 3 of the random --preset model (tiny: TCDecoder, full: the Wan2.1 VAE decoder; a list runs them\n"
+    "side by side), or how --model DIR is loaded (default auto: from its files). With --compare, each run is\n"
+    "followed by a line {\"compare\": size, figure: {now, base, ratio}} against the saved run of the same\n"
+    "variant, output, attention, precision, frames, decoder group and cuDNN setting in BASELINE.jsonl.\n";
 
 std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> out;
@@ -76,6 +79,35 @@ struct Flops {
   double total() const { return linear + attention + cross + lq + decoder; }
 };
 
+double conv_flops(double cin, double cout, double k, double px) { return 2.0 * cin * cout * k * px; }
+
+// FLOPs of the Wan2.1 VAE decoder (spec "Full variant") over `latents` steady latent frames (4 output frames
+// each) at P = Hp/8 x Wp/8 latent pixels: 3x3x3 convs (k = 27) and the per-frame attention of the middle.
+double vae_decoder_flops(int64_t dim, double P, double latents) {
+  const double d = static_cast<double>(dim);
+  auto res = [&](double i, double o, double px, double frames) {
+    return frames * (conv_flops(i, o, 27, px) + conv_flops(o, o, 27, px) + (i != o ? conv_flops(i, o, 1, px) : 0.0));
+  };
+  double f = 0, t = latents, px = P;
+  f += t * (conv_flops(16, 16, 1, px) + conv_flops(16, 4 * d, 27, px));         // conv2, decoder.conv1
+  f += 2 * res(4 * d, 4 * d, px, t);                                           // middle.0, middle.2
+  f += t * (conv_flops(4 * d, 12 * d, 1, px) + 2.0 * 2.0 * px * px * 4 * d + conv_flops(4 * d, 4 * d, 1, px));  // middle.1
+  f += 3 * res(4 * d, 4 * d, px, t);                                           // upsamples.0-2
+  f += t * conv_flops(4 * d, 8 * d, 3, px);                                    // .3 time_conv
+  t *= 2, px *= 4;
+  f += t * conv_flops(4 * d, 2 * d, 9, px);                                    // .3 resample (2-D, at 2x)
+  f += res(2 * d, 4 * d, px, t) + 2 * res(4 * d, 4 * d, px, t);                // .4-6
+  f += t * conv_flops(4 * d, 8 * d, 3, px);                                    // .7 time_conv
+  t *= 2, px *= 4;
+  f += t * conv_flops(4 * d, 2 * d, 9, px);                                    // .7 resample
+  f += 3 * res(2 * d, 2 * d, px, t);                                           // .8-10
+  px *= 4;
+  f += t * conv_flops(2 * d, d, 9, px);                                        // .11 resample (Up2d)
+  f += 3 * res(d, d, px, t);                                                   // .12-14
+  f += t * conv_flops(d, 3, 27, px);                                           // head.2
+  return f;
+}
+
 // FLOPs of one steady chunk (2 latent frames, 8 output frames) of a Hp x Wp (padded) stream.
 Flops steady_chunk_flops(const ModelConfig& c, int64_t Hp, int64_t Wp, const AttentionPlan& plan) {
   Flops f;
@@ -91,8 +123,12 @@ Flops steady_chunk_flops(const ModelConfig& c, int64_t Hp, int64_t Wp, const Att
   f.attention = layers * static_cast<double>(c.dit.heads) * selected * 4.0 * 128.0 * 128.0 * 128.0;
   const double h1 = static_cast<double>(c.lq_proj.hidden1), h2 = static_cast<double>(c.lq_proj.hidden2);
   f.lq = 2 /*clips*/ * h * w * (2 * 2.0 * 768 * 36 * h1 + 2.0 * h1 * 36 * h2 + 2.0 * h2 * d);
+  if (c.variant == Variant::Full) {
+    f.decoder = vae_decoder_flops(c.vae_decoder.dim, (Hp / 8.0) * (Wp / 8.0), 2);
+    return f;
+  }
   const auto& ch = c.decoder.channels;
-  auto conv = [](double cin, double cout, double k, double px) { return 2.0 * cin * cout * k * px; };
+  const auto conv = conv_flops;
   double dec = 0;
   double px = (Hp / 8.0) * (Wp / 8.0), frames = 2;
   dec += frames * (conv(784, ch[0], 9, px) + conv(ch[0], ch[0], 9, px) + 3 * (conv(2 * ch[0], ch[0], 9, px) + 2 * conv(ch[0], ch[0], 9, px)));
@@ -132,7 +168,8 @@ void compare_with(const std::vector<Json>& baseline, const Json& now) {
   auto same = [&](const Json& b) {
     for (const char* key : {"output", "attention", "precision", "decoder_group", "frames", "cudnn_benchmark"})
       if (!b.contains(key) || b.at(key) != now.at(key)) return false;
-    return true;
+    // Runs saved before the Full variant existed are Tiny runs.
+    return b.value("variant", std::string("tiny")) == now.at("variant").get<std::string>();
   };
   const Json* base = nullptr;
   for (const auto& b : baseline)
@@ -141,8 +178,8 @@ void compare_with(const std::vector<Json>& baseline, const Json& now) {
   c.precision(4);
   c << "{\"compare\":\"" << now.at("output").get<std::string>() << "\"";
   if (!base) {
-    c << ",\"error\":\"no baseline run with the same output, attention, precision, frames, decoder group and "
-         "cuDNN setting\"}";
+    c << ",\"error\":\"no baseline run with the same variant, output, attention, precision, frames, decoder group "
+         "and cuDNN setting\"}";
     std::printf("%s\n", c.str().c_str());
     return;
   }
@@ -266,7 +303,7 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
   const Flops fl = steady_chunk_flops(model->config(), stream.padded_height(), stream.padded_width(), stream.attention());
   std::ostringstream j;
   j.precision(4);
-  j << "{\"device\":\"" << device.str() << "\",\"precision\":\"" << dtype_name(model->dtype()) << "\",\"model\":\""
+  j << "{\"variant\":\"" << variant_name(model->variant()) << "\",\"device\":\"" << device.str() << "\",\"precision\":\"" << dtype_name(model->dtype()) << "\",\"model\":\""
     << model->dir() << "\",\"output\":\"" << out_w << "x" << out_h << "\",\"input\":\"" << so.in_width << "x"
     << so.in_height << "\",\"padded\":\"" << stream.padded_width() << "x" << stream.padded_height()
     << "\",\"sparse_ratio\":" << so.sparse_ratio << ",\"local_range\":" << so.local_range << ",\"kv_ratio\":"
@@ -308,7 +345,7 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
 int main(int argc, char** argv) {
   try {
     cli::Args args(argc, argv,
-                   {"model", "preset", "device", "precision", "sizes", "scale", "frames", "sparse-ratio",
+                   {"model", "preset", "variant", "device", "precision", "sizes", "scale", "frames", "sparse-ratio",
                     "local-range", "kv-ratio", "color-fix", "attention", "decoder-group", "model-version", "seed", "memory-every", "cudnn-benchmark", "compare"},
                    {"help"});
     if (args.has("help")) {
@@ -326,37 +363,44 @@ int main(int argc, char** argv) {
     LoadOptions lo;
     lo.device = device;
     lo.dtype = parse_dtype(args.str("precision", device.is_cuda() ? "bf16" : "fp32"));
-    const auto t_load = Clock::now();
-    std::shared_ptr<const Model> model;
-    if (args.has("model")) {
-      model = Model::load(args.str("model", ""), lo);
-    } else {
-      model = Model::from_tensors(make_random_model(ModelSpec::preset(args.str("preset", "full")), 0, lo.dtype), lo,
-                                  "<random " + args.str("preset", "full") + ">");
-    }
-    const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
-
     bool all_ok = true;
-    for (const auto& size : split(args.str("sizes", "1408x768"), ',')) {
-      const auto wh = split(size, 'x');
-      if (wh.size() != 2) throw Error(Error::Kind::BadSettings, "size '" + size + "': expected WIDTHxHEIGHT");
-      const int64_t out_w = std::stoll(wh[0]), out_h = std::stoll(wh[1]);
-      for (const auto& backend : split(args.str("attention", "auto"), ',')) {
-        const AttentionBackend attention = parse_attention_backend(backend);
-        try {
-          all_ok &= run_config(model, args, out_w, out_h, attention, load_s, baseline ? &*baseline : nullptr);
-        } catch (const Error& e) {
-          std::printf("{\"output\":\"%lldx%lld\",\"attention\":\"%s\",\"error\":\"%s\"}\n", (long long)out_w,
-                      (long long)out_h, backend.c_str(), e.what());
-          all_ok = false;
-        } catch (const c10::Error& e) {
-          std::printf("{\"output\":\"%lldx%lld\",\"attention\":\"%s\",\"error\":\"%s\"}\n", (long long)out_w,
-                      (long long)out_h, backend.c_str(), e.what_without_backtrace());
-          all_ok = false;
-        }
-        std::fflush(stdout);
-        if (model->device().is_cuda()) c10::getDeviceAllocator(model->device().type())->emptyCache();
+    for (const auto& variant_text : split(args.str("variant", args.has("model") ? "auto" : "tiny"), ',')) {
+      lo.variant = parse_variant(variant_text);
+      const auto t_load = Clock::now();
+      std::shared_ptr<const Model> model;
+      if (args.has("model")) {
+        model = Model::load(args.str("model", ""), lo);
+      } else {
+        const ModelSpec spec = ModelSpec::preset(args.str("preset", "full")).with_variant(lo.variant.value_or(Variant::Tiny));
+        model = Model::from_tensors(make_random_model(spec, 0, lo.dtype), lo,
+                                    "<random " + args.str("preset", "full") + " " + variant_name(spec.variant) + ">");
       }
+      const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
+
+      for (const auto& size : split(args.str("sizes", "1408x768"), ',')) {
+        const auto wh = split(size, 'x');
+        if (wh.size() != 2) throw Error(Error::Kind::BadSettings, "size '" + size + "': expected WIDTHxHEIGHT");
+        const int64_t out_w = std::stoll(wh[0]), out_h = std::stoll(wh[1]);
+        for (const auto& backend : split(args.str("attention", "auto"), ',')) {
+          const AttentionBackend attention = parse_attention_backend(backend);
+          try {
+            all_ok &= run_config(model, args, out_w, out_h, attention, load_s, baseline ? &*baseline : nullptr);
+          } catch (const Error& e) {
+            std::printf("{\"variant\":\"%s\",\"output\":\"%lldx%lld\",\"attention\":\"%s\",\"error\":\"%s\"}\n",
+                        variant_name(model->variant()), (long long)out_w, (long long)out_h, backend.c_str(), e.what());
+            all_ok = false;
+          } catch (const c10::Error& e) {
+            std::printf("{\"variant\":\"%s\",\"output\":\"%lldx%lld\",\"attention\":\"%s\",\"error\":\"%s\"}\n",
+                        variant_name(model->variant()), (long long)out_w, (long long)out_h, backend.c_str(),
+                        e.what_without_backtrace());
+            all_ok = false;
+          }
+          std::fflush(stdout);
+          if (model->device().is_cuda()) c10::getDeviceAllocator(model->device().type())->emptyCache();
+        }
+      }
+      model.reset();  // the next variant's weights replace these
+      if (lo.device.is_cuda()) c10::getDeviceAllocator(lo.device.type())->emptyCache();
     }
     return all_ok ? 0 : 1;
   } catch (const Error& e) {

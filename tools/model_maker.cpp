@@ -19,6 +19,7 @@ ModelSpec ModelSpec::tiny() {
   s.lq_hidden1 = 32;
   s.lq_hidden2 = 48;
   s.decoder_channels = {32, 32, 16, 16};
+  s.vae_dim = 8;
   return s;
 }
 
@@ -32,6 +33,7 @@ ModelSpec ModelSpec::full() {
   s.lq_hidden1 = 2048;
   s.lq_hidden2 = 3072;
   s.decoder_channels = {512, 256, 128, 128};
+  s.vae_dim = 96;
   return s;
 }
 
@@ -39,6 +41,12 @@ ModelSpec ModelSpec::preset(const std::string& name) {
   if (name == "tiny") return tiny();
   if (name == "full") return full();
   throw Error(Error::Kind::BadSettings, "model preset '" + name + "': expected tiny or full");
+}
+
+ModelSpec ModelSpec::with_variant(Variant v) const {
+  ModelSpec s = *this;
+  s.variant = v;
+  return s;
 }
 
 namespace {
@@ -60,6 +68,52 @@ class Maker {
   at::Generator gen_;
   at::ScalarType dtype_;
 };
+
+// The Wan2.1 VAE decoder's tensors (spec "Full variant": conv2, decoder.*) at base width d, and stand-ins
+// for the encoder half.
+void add_vae_decoder(Maker& mk, int64_t d, TensorMap& c) {
+  auto conv = [&](const std::string& p, std::vector<int64_t> shape, double gain = 1.0) {
+    int64_t fan_in = 1;
+    for (size_t i = 1; i < shape.size(); ++i) fan_in *= shape[i];
+    const int64_t out = shape[0];
+    c[p + ".weight"] = mk.weight(std::move(shape), fan_in, gain);
+    c[p + ".bias"] = mk.bias(out);
+  };
+  auto gamma = [&](const std::string& p, std::vector<int64_t> shape) { c[p] = mk.normal(std::move(shape), 0.05, 1.0); };
+  auto res = [&](const std::string& p, int64_t i, int64_t o) {
+    gamma(p + ".residual.0.gamma", {i, 1, 1, 1});
+    conv(p + ".residual.2", {o, i, 3, 3, 3});
+    gamma(p + ".residual.3.gamma", {o, 1, 1, 1});
+    conv(p + ".residual.6", {o, o, 3, 3, 3}, 0.5);  // residual branch kept small
+    if (i != o) conv(p + ".shortcut", {o, i, 1, 1, 1});
+  };
+  auto up = [&](const std::string& p, int64_t ch, bool temporal) {
+    if (temporal) conv(p + ".time_conv", {2 * ch, ch, 3, 1, 1});
+    conv(p + ".resample.1", {ch / 2, ch, 3, 3});
+  };
+  // The encoder half's stand-ins (never read by the engine).
+  conv("encoder.conv1", {d, 3, 3, 3, 3});
+  conv("conv1", {32, 32, 1, 1, 1});
+
+  conv("conv2", {16, 16, 1, 1, 1});
+  conv("decoder.conv1", {4 * d, 16, 3, 3, 3});
+  res("decoder.middle.0", 4 * d, 4 * d);
+  gamma("decoder.middle.1.norm.gamma", {4 * d, 1, 1});
+  conv("decoder.middle.1.to_qkv", {12 * d, 4 * d, 1, 1});
+  conv("decoder.middle.1.proj", {4 * d, 4 * d, 1, 1}, 0.5);
+  res("decoder.middle.2", 4 * d, 4 * d);
+  const std::string u = "decoder.upsamples.";
+  for (int i : {0, 1, 2}) res(u + std::to_string(i), 4 * d, 4 * d);
+  up(u + "3", 4 * d, true);
+  res(u + "4", 2 * d, 4 * d);
+  for (int i : {5, 6}) res(u + std::to_string(i), 4 * d, 4 * d);
+  up(u + "7", 4 * d, true);
+  for (int i : {8, 9, 10}) res(u + std::to_string(i), 2 * d, 2 * d);
+  up(u + "11", 2 * d, false);
+  for (int i : {12, 13, 14}) res(u + std::to_string(i), d, d);
+  gamma("decoder.head.0.gamma", {d, 1, 1, 1});
+  conv("decoder.head.2", {3, d, 3, 3, 3});
+}
 
 }  // namespace
 
@@ -108,6 +162,13 @@ ModelTensors make_random_model(const ModelSpec& s, uint64_t seed, at::ScalarType
   l["norm2.gamma"] = mk.normal({s.lq_hidden2, 1, 1, 1}, 0.05, 1.0);
   for (int64_t i = 0; i < s.lq_linear; ++i) linear(l, "linear_layers." + std::to_string(i), D, s.lq_hidden2);
 
+  t.variant = s.variant;
+  if (s.variant == Variant::Full) {
+    add_vae_decoder(mk, s.vae_dim, t.decoder);
+    t.prompt = mk.normal({1, s.context_len, s.text_dim}, 1.0);
+    return t;
+  }
+
   // Decoder
   auto& c = t.decoder;
   const auto& ch = s.decoder_channels;
@@ -151,7 +212,8 @@ void write_model_dir(const std::string& dir, const ModelTensors& t) {
     throw Error(Error::Kind::NotFound, "cannot create model directory '" + dir + "': " + error);
   io::write_safetensors(io::join_path(dir, ReleaseLayout::kDit), t.dit);
   io::write_torch_state_dict(io::join_path(dir, ReleaseLayout::kLqProj), t.lq_proj, /*as_state_dict=*/false);
-  io::write_torch_state_dict(io::join_path(dir, ReleaseLayout::kDecoder), t.decoder, /*as_state_dict=*/true);
+  const char* decoder_file = t.variant == Variant::Full ? ReleaseLayout::kVaeDecoder : ReleaseLayout::kDecoder;
+  io::write_torch_state_dict(io::join_path(dir, decoder_file), t.decoder, /*as_state_dict=*/true);
   io::write_torch_tensor(io::join_path(dir, ReleaseLayout::kPrompt), t.prompt);
 }
 

@@ -30,16 +30,15 @@ const char* kUsage =
     "usage: flashvsr-parity [--device cpu|cuda|cuda:N] [--dtype fp32|bf16|fp16] [--threshold DB]\n"
     "                       [--intermediate-tol REL] [--attention auto|reference|cuda] [--skip-missing]\n"
     "                       [--exclude-from DIR] FIXTURE_DIR...\n"
-    "A FIXTURE_DIR is a fixture (holding params.json) or a directory of fixtures. A fixture of a variant the\n"
-    "engine does not implement (params.json \"variant\": \"full\") is skipped, named. --exclude-from DIR: a\n"
+    "A FIXTURE_DIR is a fixture (holding params.json) or a directory of fixtures, of either variant (params.json\n"
+    "\"variant\": \"tiny\", the default, or \"full\"; the model is loaded as that variant). --exclude-from DIR: a\n"
     "fixture whose name is also a fixture under DIR is not run again when its files are identical to that\n"
     "one (it is run when they differ, and said so).\n"
     "Defaults: --threshold 45 (dB, every frame; end-to-end from lr_frames: threshold - 5),\n"
     "--intermediate-tol 1e-3 in fp32 on the CPU, 3e-3 in fp32 on CUDA (LibTorch's default TF32 convolutions),\n"
-    "3e-2 in bf16/fp16. The last line says how many fixtures were checked and skipped, naming them.\n"
+    "3e-2 in bf16/fp16. The last line says how many fixtures were checked, naming them.\n"
     "Exit status: 0 all checked fixtures passed (at least one), 1 a check failed, 2 bad usage or unreadable\n"
-    "fixture or no fixture found, 77 (SKIP) every fixture found was skipped, or (with --skip-missing) none\n"
-    "was found.\n";
+    "fixture or no fixture found, 77 (SKIP) with --skip-missing when none was found.\n";
 
 struct Options {
   at::Device device = at::kCPU;
@@ -140,6 +139,7 @@ bool run_fixture(const std::string& dir, const Options& opt) {
   LoadOptions lo;
   lo.device = opt.device;
   lo.dtype = opt.dtype;
+  lo.variant = parse_variant(params.contains("variant") ? json_get<std::string>(params, "variant", params_path) : "tiny");
   lo.log = [&](LogLevel, const std::string& msg) { std::cerr << name << ": " << msg << "\n"; };
   auto model = Model::load(join_path(dir, "model"), lo);
 
@@ -180,8 +180,15 @@ bool run_fixture(const std::string& dir, const Options& opt) {
               cli::format_db(fs_main.min).c_str(), cli::format_db(fs_main.mean).c_str(), main_ok ? "ok" : "FAIL");
   if (!main_ok) std::printf("  %lld frame(s) below %.1f dB\n", (long long)fs_main.below, opt.threshold);
 
+  // A Full fixture's latents_all: every chunk's DiT output (the VAE decoder's input), concatenated in time.
+  if (expected.count("latents_all")) {
+    std::vector<at::Tensor> parts;
+    for (int64_t k = 0; got.tensors.count("chunk" + std::to_string(k) + ".latents"); ++k)
+      parts.push_back(got.tensors["chunk" + std::to_string(k) + ".latents"]);
+    if (!parts.empty()) got.tensors["latents_all"] = at::cat(parts, 2);
+  }
   for (const auto& [key, ref] : expected) {
-    if (key.rfind("chunk", 0) != 0) continue;
+    if (key.rfind("chunk", 0) != 0 && key != "latents_all") continue;
     auto it = got.tensors.find(key);
     if (it == got.tensors.end()) {
       std::printf("  %s: not produced by the engine FAIL\n", key.c_str());
@@ -238,15 +245,6 @@ std::string join(const std::vector<std::string>& v, const std::string& sep) {
   std::string out;
   for (size_t i = 0; i < v.size(); ++i) out += (i ? sep : "") + v[i];
   return out;
-}
-
-// "" when the engine implements the fixture's variant, else why not. Implemented variants: tiny (also
-// tests/test_support.cpp's unsupported_fixture_reason: add the Full variant to both when it lands).
-std::string unsupported_reason(const std::string& dir) {
-  const std::string params_path = join_path(dir, "params.json");
-  const Json params = read_json_file(params_path);
-  const std::string variant = params.contains("variant") ? json_get<std::string>(params, "variant", params_path) : "tiny";
-  return variant == "tiny" ? "" : "variant " + variant + ": not implemented yet";
 }
 
 // The regular files under dir, as paths relative to it, sorted.
@@ -323,15 +321,10 @@ int main(int argc, char** argv) {
                   join(args.positional(), " ").c_str(), args.has("skip-missing") ? " (SKIP)" : "");
       return args.has("skip-missing") ? 77 : 2;
     }
-    std::vector<std::string> checked, skipped, failed;
+    std::vector<std::string> checked, failed;
     for (const auto& dir : fixtures) {
       const std::string name = base_name(dir);
       try {
-        if (const std::string why = unsupported_reason(dir); !why.empty()) {
-          std::printf("%s SKIP (%s)\n", name.c_str(), why.c_str());
-          skipped.push_back(name + ": " + why);
-          continue;
-        }
         checked.push_back(name);
         if (!run_fixture(dir, opt)) failed.push_back(name);
       } catch (const Error& e) {
@@ -343,11 +336,10 @@ int main(int argc, char** argv) {
       }
     }
     auto list = [](const std::vector<std::string>& v) { return v.empty() ? std::string() : " (" + join(v, ", ") + ")"; };
-    std::printf("parity: %zu fixture(s) checked%s, %zu skipped%s, %zu failed%s (device %s, %s)\n", checked.size(),
-                list(checked).c_str(), skipped.size(), list(skipped).c_str(), failed.size(), list(failed).c_str(),
+    std::printf("parity: %zu fixture(s) checked%s, %zu failed%s (device %s, %s)\n", checked.size(),
+                list(checked).c_str(), failed.size(), list(failed).c_str(),
                 opt.device.str().c_str(), dtype_name(opt.dtype));
-    if (!failed.empty()) return 1;
-    return checked.empty() ? 77 : 0;
+    return failed.empty() ? 0 : 1;
   } catch (const Error& e) {
     std::fprintf(stderr, "flashvsr-parity: %s\n", e.what());
     return 2;

@@ -17,12 +17,13 @@ namespace {
 const char* kUsage =
     "usage: flashvsr-upscale --model DIR --width W --height H [--input FILE|-] [--output FILE|-]\n"
     "       [--scale 4] [--out-width W2 --out-height H2] [--device cpu|cuda|cuda:N|auto]\n"
-    "       [--precision auto|fp32|bf16|fp16]\n"
+    "       [--precision auto|fp32|bf16|fp16] [--variant auto|tiny|full]\n"
     "       [--model-version 1.0|1.1] [--sparse-ratio 2.0] [--kv-ratio 3.0] [--local-range 11]\n"
     "       [--color-fix none|adain|wavelet] [--seed 0] [--attention auto|reference|cuda] [--quiet]\n"
     "Reads raw RGB24 frames of W x H, writes RGB24 frames of the output size, exactly one per input frame.\n"
     "The device defaults to cpu; auto is cuda when available, else cpu. Precision auto (the default) is bf16\n"
-    "on CUDA and fp32 on the CPU.\n";
+    "on CUDA and fp32 on the CPU. Variant auto (the default): Tiny when the model directory has TCDecoder.ckpt,\n"
+    "else Full (Wan2.1_VAE.pth).\n";
 
 bool read_exact(FILE* f, uint8_t* dst, size_t n) {
   size_t got = 0;
@@ -40,7 +41,7 @@ int main(int argc, char** argv) {
   try {
     cli::Args args(argc, argv,
                    {"model", "width", "height", "input", "output", "scale", "out-width", "out-height", "device",
-                    "precision", "model-version", "sparse-ratio", "kv-ratio", "local-range", "color-fix", "seed",
+                    "precision", "variant", "model-version", "sparse-ratio", "kv-ratio", "local-range", "color-fix", "seed",
                     "attention"},
                    {"quiet", "help"});
     if (args.has("help")) {
@@ -54,6 +55,7 @@ int main(int argc, char** argv) {
     c10::InferenceMode inference;
     const bool quiet = args.has("quiet");
     LoadOptions lo = resolve_load_options(args.str("device", "cpu"), args.str("precision", "auto"));
+    lo.variant = parse_variant(args.str("variant", "auto"));
     lo.log = [&](LogLevel, const std::string& m) { std::fprintf(stderr, "flashvsr-upscale: %s\n", m.c_str()); };
     auto model = Model::load(args.str("model", ""), lo);
 
