@@ -136,7 +136,7 @@ std::shared_ptr<const Model> Model::from_tensors(ModelTensors t, const LoadOptio
                                               variant_name(t.variant));
   const char* decoder_file = t.variant == Variant::Full ? ReleaseLayout::kVaeDecoder : ReleaseLayout::kDecoder;
   if (t.variant == Variant::Full)  // what open_vae_decoder_file keeps of a file
-    for (auto it = t.decoder.begin(); it != t.decoder.end();) it = is_vae_decoder_key(it->first) ? std::next(it) : t.decoder.erase(it);
+    for (auto it = t.decoder.begin(); it != t.decoder.end();) it = is_vae_encoder_key(it->first) ? t.decoder.erase(it) : std::next(it);
   return build(name, t.variant, WeightFile(io::join_path(name, ReleaseLayout::kDit), std::move(t.dit)),
                WeightFile(io::join_path(name, ReleaseLayout::kLqProj), std::move(t.lq_proj)),
                WeightFile(io::join_path(name, decoder_file), std::move(t.decoder)),
@@ -411,7 +411,7 @@ at::Tensor Stream::run_chunk(const ChunkPlan& plan) {
   mark(Stage::Decoder, true);
   auto cond = frames(plan.output.begin, plan.output.end);
   auto decoded = m.variant() == Variant::Full
-                     ? vae_decode_chunk(m.vae_decoder(), state_.vae_decoder, denoised)
+                     ? vae_decode_chunk(m.vae_decoder(), state_.vae_decoder, denoised, options_.decoder_group)
                      : decode_chunk(m.decoder(), state_.decoder, denoised, cond, options_.decoder_group);
   mark(Stage::Decoder, false);
   if (decoded.size(2) != plan.output.size())

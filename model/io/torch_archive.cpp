@@ -66,7 +66,7 @@ class ArchiveReader {
     }
   }
 
-  TensorMap state_dict() {
+  TensorMap state_dict(const KeyFilter& keep, SkippedEntries* skipped) {
     if (root_.kind != PickleValue::Kind::Ref || root_.o->type != PickleObject::Type::Dict)
       zip_.fail("the saved object is " + describe(root_) + ", expected a dict of tensors");
     std::map<std::string, const PickleObject*> wanted;
@@ -77,6 +77,21 @@ class ArchiveReader {
         zip_.fail("entry '" + k.o->s + "' is " + describe(v) + ", expected a tensor");
       wanted[k.o->s] = v.o;  // a repeated key replaces the earlier value, as in Python
     }
+    // Filtered out before materialize: nothing of these entries is read or allocated (only their pickle
+    // records, already parsed, and the storage checks of the constructor, which read no data).
+    SkippedEntries left_out;
+    if (keep) {
+      for (auto it = wanted.begin(); it != wanted.end();) {
+        if (keep(it->first)) {
+          ++it;
+          continue;
+        }
+        ++left_out.count;
+        left_out.values += it->second->numel;
+        it = wanted.erase(it);
+      }
+    }
+    if (skipped) *skipped = left_out;
     return materialize(wanted);
   }
 
@@ -148,7 +163,11 @@ class ArchiveReader {
 
 }  // namespace
 
-TensorMap read_torch_state_dict(const std::string& path) { return ArchiveReader(path).state_dict(); }
+TensorMap read_torch_state_dict(const std::string& path) { return ArchiveReader(path).state_dict({}, nullptr); }
+
+TensorMap read_torch_state_dict(const std::string& path, const KeyFilter& keep, SkippedEntries* skipped) {
+  return ArchiveReader(path).state_dict(keep, skipped);
+}
 
 at::Tensor read_torch_tensor(const std::string& path) { return ArchiveReader(path).tensor(); }
 

@@ -14,12 +14,25 @@
 
 #include "io/tensor_map.h"
 
+#include <cstdint>
+#include <functional>
 #include <string>
 
 namespace flashvsr::io {
 
 // A state dict: name -> tensor (contiguous CPU tensors owning their memory, strides honoured).
 TensorMap read_torch_state_dict(const std::string& path);
+// Only the entries whose key `keep` accepts are read: the others are checked like every entry (a tensor, its
+// storage record present and of the right size) but their bytes are never read nor memory allocated for
+// them (a storage shared with a kept entry is read once, for that entry). `skipped` (optional) receives the
+// number of entries left out and `skipped_values` their element count. E.g. the Wan2.1 VAE file without
+// its encoder half (vae_decoder.h).
+using KeyFilter = std::function<bool(const std::string& key)>;
+struct SkippedEntries {
+  int64_t count = 0;
+  int64_t values = 0;
+};
+TensorMap read_torch_state_dict(const std::string& path, const KeyFilter& keep, SkippedEntries* skipped = nullptr);
 // A single saved tensor (e.g. posi_prompt.pth).
 at::Tensor read_torch_tensor(const std::string& path);
 
