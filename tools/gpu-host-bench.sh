@@ -9,7 +9,7 @@
 # SIZES (default 1408x768,1920x1080,3840x2160), BASELINE_SRC (a source tree of the version to compare with,
 # e.g. `git archive` of the previous commit: its benchmark runs first, in the same call on the same card, and
 # every figure of this tree's run is printed as a ratio to it, flashvsr-bench --compare), SKIP (space-separated
-# sections to leave out: tests parity variants memory element).
+# sections to leave out: tests parity full variants memory element).
 set -eu
 fixtures=$1
 out=$2
@@ -44,6 +44,7 @@ run_test cuda-engine "$build/tests/test_engine" --gtest_filter='Cuda*:*Attention
 run_test cuda-colour "$build/tests/test_colour" --gtest_filter='*Cuda*'
 run_test cuda-dit "$build/tests/test_dit" --gtest_filter='*.Cuda*'
 run_test cuda-decoder "$build/tests/test_tc_decoder" --gtest_filter='*.Cuda*'
+run_test cuda-vae-decoder "$build/tests/test_vae_decoder" --gtest_filter='*.Cuda*'
 run_test cuda-preprocess "$build/tests/test_preprocess" --gtest_filter='*Cuda*'
 if [ -f "$build/gst/libgstflashvsr.so" ]; then
   export FLASHVSR_BUILD_ROOT="$PWD/$build" FLASHVSR_SOURCE_ROOT="$PWD" FLASHVSR_FIXTURES="$fixtures" FLASHVSR_CHECK_GROUP=cuda
@@ -73,6 +74,11 @@ if [ -n "${BASELINE_SRC:-}" ]; then
 fi
 echo "== engine benchmark (random full-size weights, bf16)"
 bench --sizes "$sizes" --frames 101 $compare | tee "$out/bench.jsonl"
+if ! skip full; then
+echo "== Tiny and Full side by side (random full-size weights, bf16, one process; VAE decoder FLOPs in chunk_tflop)"
+"$build/tools/flashvsr-bench" --preset full --variant tiny,full --device cuda --precision bf16 --sizes "$sizes" \
+  --frames "${FULL_FRAMES:-61}" | tee "$out/bench-full.jsonl"
+fi
 if ! skip variants; then
 echo "== tuning variants"
 bench --sizes 1408x768,1920x1080 --frames 101 --cudnn-benchmark 1 | tee -a "$out/bench-variants.jsonl"
