@@ -16,7 +16,9 @@
 
 #include <c10/core/InferenceMode.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 
@@ -544,7 +546,9 @@ TEST_P(VaeDecoderFixture, DecodesTheReferenceLatentsChunkByChunk) {
     if (!expected.count(key)) continue;
     const at::Tensor want = expected.at(key).to(at::kFloat);
     ASSERT_EQ(chunks.back().sizes(), want.sizes()) << key;
-    EXPECT_LE(max_diff(chunks.back(), want), 2e-3) << key;  // F16 storage: half an ulp near 1 is 4.9e-4
+    const double diff = max_diff(chunks.back(), want);
+    std::printf("%s: %s max |ours - reference| %.3g\n", dir.c_str(), key.c_str(), diff);
+    EXPECT_LE(diff, 2e-3) << key;  // F16 storage: half an ulp near 1 is 4.9e-4
     ++checked;
   }
   EXPECT_GT(checked, 0) << "no chunkK.decoded in " << dir;
@@ -560,6 +564,8 @@ TEST_P(VaeDecoderFixture, DecodesTheReferenceLatentsChunkByChunk) {
   const at::Tensor got_u8 = ((out.squeeze(0).permute({1, 2, 3, 0}).narrow(0, 0, N) + 1) * 127.5).round().clamp(0, 255).to(at::kByte);
   const auto psnr = cli::psnr_per_frame(got_u8, want_u8.narrow(0, 0, N));
   for (size_t i = 0; i < psnr.size(); ++i) EXPECT_GE(psnr[i], 45.0) << "frame " << i;
+  std::printf("%s: %lld frames after %s, PSNR min %s dB\n", dir.c_str(), static_cast<long long>(N), color_fix_name(fix),
+              cli::format_db(*std::min_element(psnr.begin(), psnr.end())).c_str());
 }
 
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(VaeDecoderFixture);
