@@ -10,6 +10,7 @@
 #include "io/torch_archive.h"
 #include "test_support.h"
 #include "vae_decoder.h"
+#include "writers/safetensors_writer.h"
 #include "writers/torch_archive_writer.h"
 
 #include <gtest/gtest.h>
@@ -416,6 +417,13 @@ TEST(VaeDecoder, CudaBf16ChannelsLastMatchesCpuFloat32) {
   const at::Tensor got = at::cat(parts, 2).to(at::kFloat);
   ASSERT_EQ(got.sizes(), want.sizes());
   EXPECT_LT(((got - want).norm() / want.norm()).item<double>(), 5e-2);
+  // Float32 on CUDA (NCDHW; cuDNN may use TF32): close to the CPU too.
+  WeightFile f32("test-vae.pth", without_encoder(small_vae()));
+  const auto w32 = VaeDecoderWeights::bind(f32, VaeDecoderConfig::detect(f32), at::Device(at::kCUDA, 0), at::kFloat);
+  EXPECT_FALSE(w32.channels_last) << w32.layout;
+  VaeDecoderState s32;
+  const at::Tensor got32 = vae_decode_chunk(w32, s32, latents.cuda()).cpu();
+  EXPECT_LT(((got32 - want).norm() / want.norm()).item<double>(), 1e-2);
 }
 
 // ---- Loading. ----
@@ -451,6 +459,16 @@ TEST(VaeDecoder, OpeningTheReleaseLayoutNeverReadsTheEncoder) {
   const auto w = VaeDecoderWeights::bind(f, VaeDecoderConfig::detect(f), at::kCPU, at::kFloat);
   EXPECT_TRUE(f.unused().empty());
   EXPECT_TRUE(at::equal(w.head_conv.weight, m.at("decoder.head.2.weight")));
+  // A safetensors repack of the same keys: the encoder's entries are dropped before any conversion.
+  const std::string st = dir + "/Wan2.1_VAE.safetensors";
+  io::write_safetensors(st, m);
+  logs.clear();
+  WeightFile g = open_vae_decoder_file(st, [&](LogLevel, const std::string& s) { logs.push_back(s); });
+  for (const auto& [k, v] : m) EXPECT_EQ(g.has(k), k.rfind("decoder.", 0) == 0 || k.rfind("conv2.", 0) == 0) << k;
+  ASSERT_EQ(logs.size(), 1u);
+  EXPECT_TRUE(contains(logs[0], st + ": skipped " + std::to_string(encoder) + " encoder tensor(s)")) << logs[0];
+  VaeDecoderWeights::bind(g, VaeDecoderConfig::detect(g), at::kCPU, at::kFloat);
+  EXPECT_TRUE(g.unused().empty());
 }
 
 TEST(VaeDecoder, EncoderOnlyOrMissingFilesAreClearErrors) {
