@@ -102,7 +102,11 @@ at::Tensor up_block(Pass& p, const VaeDecoderWeights::Up& u, const at::Tensor& x
       at::Tensor grown =
           interleave_halves(vae::causal_conv3d(u.time_conv, cache, x.narrow(2, skip, T - skip)), p.w.channels_last);
       y = skip ? at::cat({x.narrow(2, 0, 1), grown}, 2) : grown;
-    }  // else only latent 0: nothing reaches time_conv, whose cache stays zeros
+    } else if (!cache.defined()) {
+      // Only latent 0: nothing reaches time_conv, whose history stays zeros (made now: every cache has its
+      // fixed shape after the first call).
+      cache = at::zeros({1, x.size(1), kCacheFrames, x.size(3), x.size(4)}, x.options()).contiguous(format_of(p.w));
+    }
   }
   // Per frame: nearest x2 ('nearest-exact' at an integer scale = pixel doubling = 'nearest'), conv 3x3, pad 1.
   at::Tensor f = frames_of(y);

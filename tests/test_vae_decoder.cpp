@@ -342,6 +342,11 @@ TEST(VaeDecoder, FirstLatentGivesOneFrameAndSkipsTheTimeConvs) {
   const at::Tensor one = vae_decode_chunk(w, s1, latents.narrow(2, 0, 1));
   ASSERT_EQ(one.size(2), 1);
   EXPECT_LE(max_diff(one, a.narrow(2, 0, 1)), 1e-5);
+  for (const auto& c : s1.caches) {  // all 32 of fixed shape [1, c, 2, h, w] already, zeros where nothing went in
+    ASSERT_TRUE(c.defined());
+    EXPECT_EQ(c.size(2), 2);
+  }
+  EXPECT_LE(max_diff(at::cat({one, vae_decode_chunk(w, s1, latents.narrow(2, 1, 2))}, 2), a), 1e-5);
   // Causal: a change of latent 2 changes frames 5.. only (latent t >= 1 gives frames 4t-3 .. 4t).
   at::Tensor other = latents.clone();
   other.narrow(2, 2, 1).add_(1);
