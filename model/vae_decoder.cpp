@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cmath>
+#include <utility>
 
 namespace flashvsr {
 
@@ -57,9 +58,9 @@ at::Tensor res_block(Pass& p, const VaeDecoderWeights::Res& r, const at::Tensor&
   // shortcut(x) + r6(silu(r3(r2(silu(r0(x))))))   x: [1, i, T, h, w] -> [1, o, T, h, w]
   const at::Tensor h = r.shortcut.weight.defined() ? at::conv3d(x, r.shortcut.weight, r.shortcut.bias) : x;
   at::Tensor y = silu_(vae::rms_norm(x, r.gamma0));
-  y = vae::causal_conv3d(r.conv2, p.cache(), y);
+  y = vae::causal_conv3d(r.conv2, p.cache(), std::move(y));
   y = silu_(vae::rms_norm(y, r.gamma3));
-  y = vae::causal_conv3d(r.conv6, p.cache(), y);
+  y = vae::causal_conv3d(r.conv6, p.cache(), std::move(y));
   return y.add_(h);
 }
 
@@ -101,7 +102,11 @@ at::Tensor up_block(Pass& p, const VaeDecoderWeights::Up& u, const at::Tensor& x
       at::Tensor grown =
           interleave_halves(vae::causal_conv3d(u.time_conv, cache, x.narrow(2, skip, T - skip)), p.w.channels_last);
       y = skip ? at::cat({x.narrow(2, 0, 1), grown}, 2) : grown;
-    }  // else only latent 0: nothing reaches time_conv, whose cache stays zeros
+    } else if (!cache.defined()) {
+      // Only latent 0: nothing reaches time_conv, whose history stays zeros (made now: every cache has its
+      // fixed shape after the first call).
+      cache = at::zeros({1, x.size(1), kCacheFrames, x.size(3), x.size(4)}, x.options()).contiguous(format_of(p.w));
+    }
   }
   // Per frame: nearest x2 ('nearest-exact' at an integer scale = pixel doubling = 'nearest'), conv 3x3, pad 1.
   at::Tensor f = frames_of(y);
@@ -123,7 +128,7 @@ at::Tensor decoder_pass(Pass& p, const at::Tensor& x_in) {
     if (stage < 3) x = up_block(p, w.up[stage], x);
   }
   x = silu_(vae::rms_norm(x, w.head_gamma));
-  x = vae::causal_conv3d(w.head_conv, p.cache(), x);
+  x = vae::causal_conv3d(w.head_conv, p.cache(), std::move(x));
   if (p.next != static_cast<size_t>(kTemporalConvs))
     throw Error(Error::Kind::Internal, "vae_decode_chunk: " + std::to_string(p.next) + " temporal convolutions ran, expected " +
                                            std::to_string(kTemporalConvs));
@@ -150,7 +155,7 @@ VaeDecoderWeights::Res take_res(WeightFile& f, const std::string& prefix, int64_
 
 namespace vae {
 
-at::Tensor causal_conv3d(const Conv& conv, at::Tensor& cache, const at::Tensor& x) {
+at::Tensor causal_conv3d(const Conv& conv, at::Tensor& cache, at::Tensor x) {
   const int64_t kt = conv.weight.size(2), kh = conv.weight.size(3), kw = conv.weight.size(4);
   if (kt != kCacheFrames + 1)
     throw Error(Error::Kind::Internal, "causal_conv3d: temporal kernel " + std::to_string(kt) + ", expected 3");
@@ -158,6 +163,7 @@ at::Tensor causal_conv3d(const Conv& conv, at::Tensor& cache, const at::Tensor& 
   if (!cache.defined())
     cache = at::zeros({x.size(0), x.size(1), kCacheFrames, x.size(3), x.size(4)}, x.options()).contiguous(fmt);
   const at::Tensor seq = at::cat({cache, x}, 2);  // [1, i, 2 + T, h, w]
+  x.reset();  // a caller that moved its input in frees it before the output is allocated (peak memory)
   // The last 2 frames of the sequence: its own copy, so as not to hold the whole input.
   cache = seq.narrow(2, seq.size(2) - kCacheFrames, kCacheFrames).clone(fmt);
   return at::conv3d(seq, conv.weight, conv.bias, {1, 1, 1}, {0, kh / 2, kw / 2});

@@ -83,7 +83,8 @@ namespace vae {
 // Causal 3D convolution (stride 1, zero padding (k-1)/2 spatially): x [1, i, T, h, w] -> [1, o, T, h, w];
 // output frame j sees input frames j - k_t + 1 .. j of the sequence `cache ++ x` (cache: the k_t - 1 = 2
 // frames before x, undefined = zeros), and `cache` becomes the last 2 frames of that sequence.
-at::Tensor causal_conv3d(const VaeDecoderWeights::Conv& conv, at::Tensor& cache, const at::Tensor& x);
+// (x by value: a caller that moves it in has its memory freed before the output is allocated.)
+at::Tensor causal_conv3d(const VaeDecoderWeights::Conv& conv, at::Tensor& cache, at::Tensor x);
 // x [N, C, ...] -> x / max(||x||_2 over C, 1e-12) * sqrt(C) * gamma (gamma [C, 1, ...]).
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& gamma);
 }  // namespace vae
