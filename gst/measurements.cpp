@@ -14,6 +14,10 @@ namespace {
 constexpr gint kFallbackFpsN = 25, kFallbackFpsD = 1;
 // A new processing estimate is announced (LATENCY message) when it moved by more than this fraction.
 constexpr double kLatencyChangeRatio = 0.2;
+// Weight of a new steady chunk in the throughput, and of a new output buffer in its mean time: a figure that
+// follows a lasting change within a few chunks, not one slow chunk.
+constexpr double kThroughputWeight = 0.3;
+constexpr double kOutputWeight = 0.1;
 
 GstClockTime duration_of_fps(gint fps_n, gint fps_d) {
   if (fps_n <= 0 || fps_d <= 0) {
@@ -32,6 +36,17 @@ void Measurements::reset() {
   first_chunk_ms_ = 0.0;
   frame_duration_ = GST_CLOCK_TIME_NONE;
   announced_processing_ = 0;
+  window_ms_ = 0.0;
+  window_frames_ = 0;
+  output_ms_ = -1.0;
+}
+
+void Measurements::reset_throughput() {
+  std::lock_guard<std::mutex> guard(lock_);
+  counters_.throughput = 0.0;
+  window_ms_ = 0.0;
+  window_frames_ = 0;
+  output_ms_ = -1.0;
 }
 
 bool Measurements::set_framerate(gint fps_n, gint fps_d) {
@@ -49,25 +64,51 @@ bool Measurements::set_first_chunk_estimate(double ms) {
   return changed;
 }
 
-bool Measurements::record(const FrameWindow::Step& step) {
+Measurements::Recorded Measurements::record(const FrameWindow::Step& step) {
   std::lock_guard<std::mutex> guard(lock_);
+  Recorded recorded;
   counters_.frames_in += static_cast<guint64>(step.frames_in);
-  if (step.chunks <= 0) return false;
+  window_ms_ += step.busy_ms;
+  window_frames_ += step.frames_in;
+  if (step.chunks <= 0) return recorded;
   counters_.chunks += static_cast<guint64>(step.chunks);
   chunk_ms_total_ += step.ms;
   counters_.mean_chunk_ms = chunk_ms_total_ / static_cast<double>(counters_.chunks);
   if (step.first_chunk) first_chunk_ms_ = step.ms;
+
+  // A steady chunk run by a push closes a window of pushes that made its frames (a first chunk's window
+  // holds 25 of them, a drain's the padded tail: neither is steady).
+  if (step.frames_in > 0 && step.chunks == 1 && !step.first_chunk && window_frames_ > 0 && output_ms_ >= 0.0) {
+    const double ms_per_frame = window_ms_ / static_cast<double>(window_frames_) + output_ms_;
+    if (ms_per_frame > 0.0) {
+      const double fps = 1000.0 / ms_per_frame;
+      counters_.throughput = counters_.throughput > 0.0
+                                 ? kThroughputWeight * fps + (1.0 - kThroughputWeight) * counters_.throughput
+                                 : fps;
+      recorded.throughput_measured = true;
+    }
+  }
+  window_ms_ = 0.0;
+  window_frames_ = 0;
+
   const GstClockTime processing = processing_locked();
   const double before = static_cast<double>(announced_processing_);
   if (before != 0.0 && std::fabs(static_cast<double>(processing) - before) <= kLatencyChangeRatio * before)
-    return false;
+    return recorded;
   announced_processing_ = processing;
-  return true;
+  recorded.latency_changed = true;
+  return recorded;
 }
 
-void Measurements::count_output() {
+void Measurements::count_output(double ms) {
   std::lock_guard<std::mutex> guard(lock_);
   counters_.frames_out++;
+  output_ms_ = output_ms_ < 0.0 ? ms : kOutputWeight * ms + (1.0 - kOutputWeight) * output_ms_;
+}
+
+void Measurements::count_dropped() {
+  std::lock_guard<std::mutex> guard(lock_);
+  counters_.frames_dropped++;
 }
 
 Measurements::Counters Measurements::counters() const {

@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The flashvsr element's policy for a live source faster than the engine (docs/element.md, "Slower than a
+// live source"): from the throughput the element measures (Measurements) and the framerate the source
+// needs, it decides when the user is told (a report when the stream becomes slower than real time, again
+// only when the throughput moved by more than 20 % from the last report, and when it is back to real time)
+// and, with qos=true, which input frames are dropped before they reach the engine: an even spread keeping
+// `keep_ratio` of the inputs (an accumulator, as Bresenham's line: never two drops where one would do).
+// Pure: no clock, no GStreamer; the element posts the messages and drops the buffers.
+#pragma once
+
+#include <cstdint>
+
+namespace gstflashvsr {
+
+class LivePacer {
+ public:
+  // Share of what the engine sustains that the pacer lets through, so that a little slack remains for the
+  // lag built up before the first measurement (first chunk) and for jitter: keep = kHeadroom * sustained
+  // / needed. The stream counts as back to real time only when the engine sustains needed / kHeadroom.
+  static constexpr double kHeadroom = 0.9;
+  // A slow stream is reported again when its throughput moved by more than this share of the last report.
+  static constexpr double kReportChange = 0.2;
+  // The smallest share of inputs kept (1 in 1000), whatever the throughput.
+  static constexpr double kMinKeepRatio = 0.001;
+
+  enum class Report {
+    None,      // nothing to tell
+    Slow,      // slower than the source for the first time (or again after a recovery)
+    Changed,   // still slow, throughput moved by more than kReportChange since the last report
+    RealTime,  // back to real time after a Slow report
+  };
+
+  // A new video: the framerate it needs (fps; <= 0 when the caps carry none: never slow) and whether the
+  // pipeline is live (the LATENCY query upstream says so; not live: never slow, never drops). Forgets
+  // every earlier measurement and decision.
+  void start(double needed_fps, bool live);
+  // A new throughput measurement (fps the element sustains): what the user should be told.
+  Report observe(double sustained_fps);
+  // Whether the next input frame goes to the engine (true) or is dropped (false). Drops only while slow
+  // and `qos` (the element's qos property, read for each frame) is set.
+  bool keep(bool qos);
+
+  bool live() const { return live_; }
+  bool slow() const { return slow_; }
+  // Whether keep() may drop now: slow and qos was set at the last keep().
+  bool pacing() const { return pacing_; }
+  double needed_fps() const { return needed_fps_; }
+  // The last throughput observed (0 before any) and the one of the last report.
+  double sustained_fps() const { return sustained_fps_; }
+  double reported_fps() const { return reported_fps_; }
+  // Share of inputs kept while pacing: kHeadroom * sustained / needed in [kMinKeepRatio, 1]; 1 when not slow.
+  double keep_ratio() const { return slow_ ? keep_ratio_ : 1.0; }
+  // Inputs kept and dropped by keep() since start().
+  uint64_t kept() const { return kept_; }
+  uint64_t dropped() const { return dropped_; }
+
+ private:
+  double needed_fps_ = 0.0;
+  bool live_ = false;
+  bool slow_ = false;
+  bool pacing_ = false;
+  double sustained_fps_ = 0.0, reported_fps_ = 0.0;
+  double keep_ratio_ = 1.0;
+  // Credit of the even spread: each input adds keep_ratio, an input is kept when the credit reaches 1.
+  double credit_ = 0.5;
+  uint64_t kept_ = 0, dropped_ = 0;
+};
+
+}  // namespace gstflashvsr
