@@ -81,6 +81,7 @@ struct GstFlashVsrPrivate
   std::unique_ptr < FrameWindow > window;       /* null before negotiation and after a failure */
   /* Whether the engine keeps up with a live source, and which inputs it drops when not (qos=true). */
   LivePacer pacer;
+  GstClockTime upstream_latency = 0;    /* upstream's minimum latency at negotiation */
   /* pacer.pacing(), for the QoS events that arrive in other threads (gst_flashvsr_src_event). */
   std::atomic < bool > pacing { false };
 };
@@ -551,15 +552,17 @@ gst_flashvsr_record (GstFlashVsr * self, const FrameWindow::Step & step)
       gst_message_new_latency (GST_OBJECT_CAST (self)));
 }
 
-/* Whether upstream is live (its answer to a LATENCY query). */
+/* Whether upstream is live, and its minimum latency (its answer to a LATENCY query). */
 static gboolean
-gst_flashvsr_upstream_is_live (GstFlashVsr * self)
+gst_flashvsr_upstream_is_live (GstFlashVsr * self, GstClockTime * min_latency)
 {
   gboolean live = FALSE;
+  GstClockTime min = 0;
   GstQuery *query = gst_query_new_latency ();
   if (gst_pad_peer_query (GST_BASE_TRANSFORM_SINK_PAD (self), query))
-    gst_query_parse_latency (query, &live, NULL, NULL);
+    gst_query_parse_latency (query, &live, &min, NULL);
   gst_query_unref (query);
+  *min_latency = GST_CLOCK_TIME_IS_VALID (min) ? min : 0;
   return live;
 }
 
@@ -777,7 +780,8 @@ gst_flashvsr_set_caps (GstBaseTransform * trans, GstCaps * incaps,
   gboolean latency_changed = priv->measurements.set_framerate
       (GST_VIDEO_INFO_FPS_N (&in_info), GST_VIDEO_INFO_FPS_D (&in_info));
   /* A new video: its throughput is measured afresh, and the pacer starts from the new framerate. */
-  const gboolean live = gst_flashvsr_upstream_is_live (self);
+  const gboolean live = gst_flashvsr_upstream_is_live (self,
+      &priv->upstream_latency);
   const double fps = GST_VIDEO_INFO_FPS_N (&in_info) > 0
       && GST_VIDEO_INFO_FPS_D (&in_info) > 0 ?
       (double) GST_VIDEO_INFO_FPS_N (&in_info) / GST_VIDEO_INFO_FPS_D (&in_info)
@@ -938,10 +942,31 @@ gst_flashvsr_src_event (GstBaseTransform * trans, GstEvent * event)
   return GST_BASE_TRANSFORM_CLASS (parent_class)->src_event (trans, event);
 }
 
+/* How far an input is behind the clock: the clock's running time now minus the buffer's, less upstream's
+ * latency (0 without a clock or a timestamp). */
+static GstClockTimeDiff
+gst_flashvsr_lag (GstFlashVsr * self, GstBuffer * buffer)
+{
+  GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
+  const GstClockTime running = gst_segment_to_running_time (&trans->segment,
+      GST_FORMAT_TIME, GST_BUFFER_PTS (buffer));
+  GstClock *clock = gst_element_get_clock (GST_ELEMENT_CAST (self));
+  GstClockTimeDiff lag = 0;
+  if (clock && GST_CLOCK_TIME_IS_VALID (running)) {
+    const GstClockTime now = gst_clock_get_time (clock) -
+        gst_element_get_base_time (GST_ELEMENT_CAST (self));
+    lag = GST_CLOCK_DIFF (running + self->priv->upstream_latency, now);
+  }
+  if (clock)
+    gst_object_unref (clock);
+  return lag;
+}
+
 /* Drops an input the pacer did not keep, and posts a QoS message counting the drops (live: TRUE; jitter:
  * how far the input is behind the clock; proportion: needed over sustained; quality: the share kept). */
 static void
-gst_flashvsr_drop (GstFlashVsr * self, GstBuffer * buffer)
+gst_flashvsr_drop (GstFlashVsr * self, GstBuffer * buffer,
+    GstClockTimeDiff jitter)
 {
   GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
   const LivePacer & pacer = self->priv->pacer;
@@ -950,15 +975,6 @@ gst_flashvsr_drop (GstFlashVsr * self, GstBuffer * buffer)
       GST_FORMAT_TIME, pts);
   const GstClockTime stream = gst_segment_to_stream_time (&trans->segment,
       GST_FORMAT_TIME, pts);
-  gint64 jitter = 0;
-  GstClock *clock = gst_element_get_clock (GST_ELEMENT_CAST (self));
-  if (clock && GST_CLOCK_TIME_IS_VALID (running)) {
-    const GstClockTime now = gst_clock_get_time (clock) -
-        gst_element_get_base_time (GST_ELEMENT_CAST (self));
-    jitter = GST_CLOCK_DIFF (running, now);
-  }
-  if (clock)
-    gst_object_unref (clock);
 
   self->priv->measurements.count_dropped ();
   GST_LOG_OBJECT (self, "dropping input %" GST_TIME_FORMAT " (%" G_GUINT64_FORMAT
@@ -968,7 +984,7 @@ gst_flashvsr_drop (GstFlashVsr * self, GstBuffer * buffer)
       stream, pts, GST_BUFFER_DURATION (buffer));
   gst_message_set_qos_values (qos, jitter,
       pacer.needed_fps () / pacer.sustained_fps (),
-      (gint) (pacer.keep_ratio () * 1000000.0));
+      (gint) (pacer.applied_ratio () * 1000000.0));
   gst_message_set_qos_stats (qos, GST_FORMAT_BUFFERS, pacer.kept (),
       pacer.dropped ());
   gst_element_post_message (GST_ELEMENT_CAST (self), qos);
@@ -998,10 +1014,18 @@ gst_flashvsr_submit_input_buffer (GstBaseTransform * trans, gboolean is_discont,
     gst_buffer_unref (buffer);
     return GST_FLOW_NOT_NEGOTIATED;
   }
-  const bool keep = priv->pacer.keep (gst_base_transform_is_qos_enabled (trans));
+  const gboolean qos = gst_base_transform_is_qos_enabled (trans);
+  const GstClockTimeDiff lag = priv->pacer.slow () && qos ?
+      gst_flashvsr_lag (self, buffer) : 0;
+  const bool was_catching_up = priv->pacer.catching_up ();
+  const bool keep = priv->pacer.keep (qos, (double) lag / GST_SECOND);
   priv->pacing = priv->pacer.pacing ();
+  if (priv->pacer.catching_up () != was_catching_up)
+    GST_DEBUG_OBJECT (self, "inputs %" GST_STIME_FORMAT " behind the clock: %s",
+        GST_STIME_ARGS (lag), priv->pacer.catching_up ()?
+        "catching up, keeping half as many" : "caught up");
   if (!keep) {
-    gst_flashvsr_drop (self, buffer);
+    gst_flashvsr_drop (self, buffer, lag);
     return GST_FLOW_OK;
   }
   FrameWindow::Step step;

@@ -38,14 +38,18 @@ LivePacer::Report LivePacer::observe(double sustained_fps) {
   return Report::None;
 }
 
-bool LivePacer::keep(bool qos) {
+bool LivePacer::keep(bool qos, double lag_s) {
   pacing_ = slow_ && qos;
   if (!pacing_) {
     credit_ = 0.5;
+    applied_ratio_ = 1.0;
+    catching_up_ = false;
     kept_++;
     return true;
   }
-  credit_ += keep_ratio_;
+  catching_up_ = lag_s > kBacklogFrames / sustained_fps_;
+  applied_ratio_ = std::max(kMinKeepRatio, keep_ratio_ * (catching_up_ ? kCatchUp : 1.0));
+  credit_ += applied_ratio_;
   if (credit_ >= 1.0) {
     credit_ -= 1.0;
     kept_++;

@@ -5,7 +5,9 @@
 // only when the throughput moved by more than 20 % from the last report, and when it is back to real time)
 // and, with qos=true, which input frames are dropped before they reach the engine: an even spread keeping
 // `keep_ratio` of the inputs (an accumulator, as Bresenham's line: never two drops where one would do).
-// Pure: no clock, no GStreamer; the element posts the messages and drops the buffers.
+// While the inputs arrive more than one chunk of work behind the clock (the backlog a first chunk leaves,
+// or a stall), it keeps half as many, still evenly, until the backlog is gone.
+// Pure: no clock, no GStreamer; the element measures the lag, posts the messages and drops the buffers.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +24,11 @@ class LivePacer {
   static constexpr double kReportChange = 0.2;
   // The smallest share of inputs kept (1 in 1000), whatever the throughput.
   static constexpr double kMinKeepRatio = 0.001;
+  // Share of keep_ratio kept while catching up with a backlog: the backlog shrinks by about one second of
+  // source time per second of work.
+  static constexpr double kCatchUp = 0.5;
+  // A backlog is a lag beyond the work of this many frames at the sustained throughput (one chunk).
+  static constexpr double kBacklogFrames = 8.0;
 
   enum class Report {
     None,      // nothing to tell
@@ -37,8 +44,10 @@ class LivePacer {
   // A new throughput measurement (fps the element sustains): what the user should be told.
   Report observe(double sustained_fps);
   // Whether the next input frame goes to the engine (true) or is dropped (false). Drops only while slow
-  // and `qos` (the element's qos property, read for each frame) is set.
-  bool keep(bool qos);
+  // and `qos` (the element's qos property, read for each frame) is set. `lag_s`: how far the input is
+  // behind the clock (seconds; its running time against the clock's, less upstream's latency), <= 0 when
+  // on time or unknown.
+  bool keep(bool qos, double lag_s = 0.0);
 
   bool live() const { return live_; }
   bool slow() const { return slow_; }
@@ -50,6 +59,10 @@ class LivePacer {
   double reported_fps() const { return reported_fps_; }
   // Share of inputs kept while pacing: kHeadroom * sustained / needed in [kMinKeepRatio, 1]; 1 when not slow.
   double keep_ratio() const { return slow_ ? keep_ratio_ : 1.0; }
+  // The share the last keep() used: keep_ratio(), times kCatchUp when that input was behind by more than
+  // kBacklogFrames of work.
+  double applied_ratio() const { return applied_ratio_; }
+  bool catching_up() const { return catching_up_; }
   // Inputs kept and dropped by keep() since start().
   uint64_t kept() const { return kept_; }
   uint64_t dropped() const { return dropped_; }
@@ -60,7 +73,8 @@ class LivePacer {
   bool slow_ = false;
   bool pacing_ = false;
   double sustained_fps_ = 0.0, reported_fps_ = 0.0;
-  double keep_ratio_ = 1.0;
+  double keep_ratio_ = 1.0, applied_ratio_ = 1.0;
+  bool catching_up_ = false;
   // Credit of the even spread: each input adds keep_ratio, an input is kept when the credit reaches 1.
   double credit_ = 0.5;
   uint64_t kept_ = 0, dropped_ = 0;

@@ -39,6 +39,7 @@ void Measurements::reset() {
   window_ms_ = 0.0;
   window_frames_ = 0;
   output_ms_ = -1.0;
+  throughput_provisional_ = false;
 }
 
 void Measurements::reset_throughput() {
@@ -47,6 +48,7 @@ void Measurements::reset_throughput() {
   window_ms_ = 0.0;
   window_frames_ = 0;
   output_ms_ = -1.0;
+  throughput_provisional_ = false;
 }
 
 bool Measurements::set_framerate(gint fps_n, gint fps_d) {
@@ -76,15 +78,18 @@ Measurements::Recorded Measurements::record(const FrameWindow::Step& step) {
   counters_.mean_chunk_ms = chunk_ms_total_ / static_cast<double>(counters_.chunks);
   if (step.first_chunk) first_chunk_ms_ = step.ms;
 
-  // A steady chunk run by a push closes a window of pushes that made its frames (a first chunk's window
-  // holds 25 of them, a drain's the padded tail: neither is steady).
-  if (step.frames_in > 0 && step.chunks == 1 && !step.first_chunk && window_frames_ > 0 && output_ms_ >= 0.0) {
-    const double ms_per_frame = window_ms_ / static_cast<double>(window_frames_) + output_ms_;
+  // A chunk run by a push closes the window of pushes that made its frames. A first chunk's window (its 25
+  // frames; no output buffer made yet) gives a provisional figure, so that a live stream learns early how
+  // far behind it is; the first steady chunk's figure replaces it, later ones are smoothed in. A drain's
+  // window (the padded tail) gives none.
+  if (step.frames_in > 0 && step.chunks == 1 && window_frames_ > 0 && (step.first_chunk || output_ms_ >= 0.0)) {
+    const double ms_per_frame = window_ms_ / static_cast<double>(window_frames_) + std::max(output_ms_, 0.0);
     if (ms_per_frame > 0.0) {
       const double fps = 1000.0 / ms_per_frame;
-      counters_.throughput = counters_.throughput > 0.0
+      counters_.throughput = counters_.throughput > 0.0 && !throughput_provisional_
                                  ? kThroughputWeight * fps + (1.0 - kThroughputWeight) * counters_.throughput
                                  : fps;
+      throughput_provisional_ = step.first_chunk;
       recorded.throughput_measured = true;
     }
   }

@@ -21,9 +21,9 @@ class Measurements {
     guint64 frames_dropped = 0;  // inputs dropped to hold real time (LivePacer)
     double mean_chunk_ms = 0.0;  // 0 before the first chunk
     // Frames per second the element sustains: 1 / (its own work per frame), the work being the pushes of a
-    // steady chunk (mapping, upload, conversions, the chunk) over its frames plus the mean time of making
-    // an output buffer; smoothed over steady chunks. Waiting downstream does not count. 0 until the
-    // stream's first steady chunk (chunk 1) ran.
+    // chunk (mapping, upload, conversions, the chunk) over its frames plus the mean time of making an
+    // output buffer; smoothed over steady chunks. Waiting downstream does not count. 0 until the stream's
+    // first chunk ran; that chunk's figure (its 25 frames) is provisional, replaced by chunk 1's.
     double throughput = 0.0;
   };
   // What record() found.
@@ -62,6 +62,7 @@ class Measurements {
   double window_ms_ = 0.0;
   int64_t window_frames_ = 0;
   double output_ms_ = -1.0;  // smoothed; < 0 before the first output buffer
+  bool throughput_provisional_ = false;  // the throughput is a first chunk's
   // The time of a stream's first (and slowest) chunk: timed on a scratch stream at negotiation when
   // upstream is live, then the measured first chunk of each stream. 0 while unknown.
   double first_chunk_ms_ = 0.0;
