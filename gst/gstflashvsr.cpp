@@ -541,9 +541,12 @@ gst_flashvsr_record (GstFlashVsr * self, const FrameWindow::Step & step)
   const Measurements::Recorded recorded = priv->measurements.record (step);
   if (recorded.throughput_measured) {
     const double fps = priv->measurements.counters ().throughput;
-    GST_DEBUG_OBJECT (self, "throughput %.2f fps (%.2f needed, %s)", fps,
-        priv->pacer.needed_fps (), priv->pacer.live ()? "live" : "not live");
-    gst_flashvsr_report_pace (self, priv->pacer.observe (fps));
+    GST_DEBUG_OBJECT (self, "throughput %.2f fps%s (%.2f needed, %s)", fps,
+        recorded.throughput_provisional ? " (provisional: a first chunk's)" :
+        "", priv->pacer.needed_fps (), priv->pacer.live ()? "live" :
+        "not live");
+    gst_flashvsr_report_pace (self, priv->pacer.observe (fps,
+            recorded.throughput_provisional));
   }
   if (!recorded.latency_changed)
     return;

@@ -12,22 +12,23 @@ void LivePacer::start(double needed_fps, bool live) {
   live_ = live;
 }
 
-LivePacer::Report LivePacer::observe(double sustained_fps) {
+LivePacer::Report LivePacer::observe(double sustained_fps, bool provisional) {
   if (!(sustained_fps > 0.0)) return Report::None;
   sustained_fps_ = sustained_fps;
   if (!live_ || needed_fps_ <= 0.0) return Report::None;
   keep_ratio_ = std::clamp(kHeadroom * sustained_fps / needed_fps_, kMinKeepRatio, 1.0);
-  if (!slow_) {
-    if (sustained_fps >= needed_fps_) return Report::None;
-    slow_ = true;
+  if (!reported_) {
+    // Not slow, or slow on a provisional figure only.
+    slow_ = sustained_fps < needed_fps_;
+    if (!slow_ || provisional) return Report::None;
+    reported_ = true;
     reported_fps_ = sustained_fps;
     return Report::Slow;
   }
   // Slow until the engine sustains the source with the headroom: in between, keep_ratio stays below 1.
   if (sustained_fps * kHeadroom >= needed_fps_) {
     slow_ = false;
-    pacing_ = false;
-    credit_ = 0.5;
+    reported_ = false;
     reported_fps_ = sustained_fps;
     return Report::RealTime;
   }

@@ -41,8 +41,10 @@ class LivePacer {
   // pipeline is live (the LATENCY query upstream says so; not live: never slow, never drops). Forgets
   // every earlier measurement and decision.
   void start(double needed_fps, bool live);
-  // A new throughput measurement (fps the element sustains): what the user should be told.
-  Report observe(double sustained_fps);
+  // A new throughput measurement (fps the element sustains): what the user should be told. A provisional
+  // figure (a first chunk's) starts the drops but is never reported: the first report waits for a steady
+  // figure, and if that one keeps up, nothing is reported at all.
+  Report observe(double sustained_fps, bool provisional = false);
   // Whether the next input frame goes to the engine (true) or is dropped (false). Drops only while slow
   // and `qos` (the element's qos property, read for each frame) is set. `lag_s`: how far the input is
   // behind the clock (seconds; its running time against the clock's, less upstream's latency), <= 0 when
@@ -71,6 +73,7 @@ class LivePacer {
   double needed_fps_ = 0.0;
   bool live_ = false;
   bool slow_ = false;
+  bool reported_ = false;  // slow_ was reported (a Slow report went out)
   bool pacing_ = false;
   double sustained_fps_ = 0.0, reported_fps_ = 0.0;
   double keep_ratio_ = 1.0, applied_ratio_ = 1.0;

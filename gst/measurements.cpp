@@ -86,11 +86,13 @@ Measurements::Recorded Measurements::record(const FrameWindow::Step& step) {
     const double ms_per_frame = window_ms_ / static_cast<double>(window_frames_) + std::max(output_ms_, 0.0);
     if (ms_per_frame > 0.0) {
       const double fps = 1000.0 / ms_per_frame;
-      counters_.throughput = counters_.throughput > 0.0 && !throughput_provisional_
+      const bool first_figure = counters_.throughput <= 0.0;
+      counters_.throughput = !first_figure && !throughput_provisional_
                                  ? kThroughputWeight * fps + (1.0 - kThroughputWeight) * counters_.throughput
                                  : fps;
-      throughput_provisional_ = step.first_chunk;
+      throughput_provisional_ = step.first_chunk && first_figure;
       recorded.throughput_measured = true;
+      recorded.throughput_provisional = throughput_provisional_;
     }
   }
   window_ms_ = 0.0;

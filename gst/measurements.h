@@ -29,7 +29,8 @@ class Measurements {
   // What record() found.
   struct Recorded {
     bool latency_changed = false;      // the processing estimate moved by more than 20 % (post LATENCY)
-    bool throughput_measured = false;  // a steady chunk gave a new throughput figure
+    bool throughput_measured = false;  // a chunk gave a new throughput figure
+    bool throughput_provisional = false;  // the figure is a stream's very first chunk's
   };
 
   // Starts afresh (READY -> PAUSED): no frames, no chunks, no framerate, no first-chunk time.

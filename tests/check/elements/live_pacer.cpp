@@ -159,6 +159,48 @@ TEST(LivePacer, RecoveryIsReportedOnceTheEngineSustainsTheSourceWithHeadroom) {
   EXPECT_EQ(pacer.observe(25.0), Report::Slow);
 }
 
+TEST(LivePacer, AProvisionalFigureStartsTheDropsButOnlyASteadyFigureIsReported) {
+  LivePacer pacer;
+  pacer.start(30.0, true);
+  EXPECT_EQ(pacer.observe(14.0, true), Report::None);  // a first chunk's figure
+  EXPECT_TRUE(pacer.slow());
+  EXPECT_NEAR(count_kept(decisions(pacer, 1000)), 1000 * 0.9 * 14.0 / 30.0, 1.0);
+  EXPECT_EQ(pacer.observe(10.0), Report::Slow);  // the first steady figure: reported with its number
+  EXPECT_EQ(pacer.reported_fps(), 10.0);
+  EXPECT_EQ(pacer.observe(11.0), Report::None);
+
+  // A provisional figure below the framerate, then a steady one that keeps up: nothing is ever reported,
+  // and the drops stop.
+  LivePacer keeps_up;
+  keeps_up.start(30.0, true);
+  EXPECT_EQ(keeps_up.observe(28.0, true), Report::None);
+  EXPECT_LT(count_kept(decisions(keeps_up, 100)), 100);
+  EXPECT_EQ(keeps_up.observe(31.0), Report::None);
+  EXPECT_FALSE(keeps_up.slow());
+  EXPECT_EQ(count_kept(decisions(keeps_up, 100)), 100);
+}
+
+TEST(LivePacer, InputsBehindByMoreThanOneChunkOfWorkAreKeptHalfAsOftenStillEvenly) {
+  LivePacer pacer;
+  pacer.start(30.0, true);
+  pacer.observe(12.0);  // keep 0.36; one chunk of work: 8 / 12 s
+  const double chunk_s = 8.0 / 12.0;
+  std::vector<bool> kept;
+  for (int i = 0; i < 1000; ++i) kept.push_back(pacer.keep(true, 0.0));
+  EXPECT_NEAR(count_kept(kept), 360.0, 1.0);
+  std::vector<bool> behind;
+  for (int i = 0; i < 1000; ++i) behind.push_back(pacer.keep(true, 1.5 * chunk_s));
+  EXPECT_TRUE(pacer.catching_up());
+  EXPECT_NEAR(pacer.applied_ratio(), 0.18, 1e-9);
+  EXPECT_NEAR(count_kept(behind), 180.0, 1.0);
+  EXPECT_LE(longest_drop_run(behind), static_cast<int>(std::ceil(1.0 / 0.18)) - 1);
+  // Less than a chunk behind: the plain ratio again.
+  std::vector<bool> caught_up;
+  for (int i = 0; i < 1000; ++i) caught_up.push_back(pacer.keep(true, 0.5 * chunk_s));
+  EXPECT_FALSE(pacer.catching_up());
+  EXPECT_NEAR(count_kept(caught_up), 360.0, 1.0);
+}
+
 TEST(LivePacer, StartForgetsTheEarlierVideo) {
   LivePacer pacer;
   pacer.start(30.0, true);
