@@ -538,7 +538,7 @@ static void
 gst_flashvsr_record (GstFlashVsr * self, const FrameWindow::Step & step)
 {
   GstFlashVsrPrivate *priv = self->priv;
-  const Measurements::Recorded recorded = priv->measurements.record (step);
+  Measurements::Recorded recorded = priv->measurements.record (step);
   if (recorded.throughput_measured) {
     const double fps = priv->measurements.counters ().throughput;
     GST_DEBUG_OBJECT (self, "throughput %.2f fps%s (%.2f needed, %s)", fps,
@@ -547,6 +547,15 @@ gst_flashvsr_record (GstFlashVsr * self, const FrameWindow::Step & step)
         "not live");
     gst_flashvsr_report_pace (self, priv->pacer.observe (fps,
             recorded.throughput_provisional));
+    /* Kept frames wait for later kept ones: while inputs are dropped, the latency covers that wait. */
+    const double keep = priv->pacer.slow ()
+        && gst_base_transform_is_qos_enabled (GST_BASE_TRANSFORM (self)) ?
+        priv->pacer.keep_ratio () : 1.0;
+    if (priv->measurements.set_keep_ratio (keep)) {
+      GST_DEBUG_OBJECT (self, "keeping %.3f of the inputs: latency now %"
+          GST_TIME_FORMAT, keep, GST_TIME_ARGS (priv->measurements.latency ()));
+      recorded.latency_changed = true;
+    }
   }
   if (!recorded.latency_changed)
     return;

@@ -5,7 +5,7 @@
 // only when the throughput moved by more than 20 % from the last report, and when it is back to real time)
 // and, with qos=true, which input frames are dropped before they reach the engine: an even spread keeping
 // `keep_ratio` of the inputs (an accumulator, as Bresenham's line: never two drops where one would do).
-// While the inputs arrive more than one chunk of work behind the clock (the backlog a first chunk leaves,
+// While the inputs arrive more than two chunks of work behind the clock (the backlog a first chunk leaves,
 // or a stall), it keeps half as many, still evenly, until the backlog is gone.
 // Pure: no clock, no GStreamer; the element measures the lag, posts the messages and drops the buffers.
 #pragma once
@@ -27,8 +27,9 @@ class LivePacer {
   // Share of keep_ratio kept while catching up with a backlog: the backlog shrinks by about one second of
   // source time per second of work.
   static constexpr double kCatchUp = 0.5;
-  // A backlog is a lag beyond the work of this many frames at the sustained throughput (one chunk).
-  static constexpr double kBacklogFrames = 8.0;
+  // A backlog is a lag beyond the work of this many frames at the sustained throughput: two chunks (an
+  // input that waited for one chunk to finish is up to one chunk late without any backlog).
+  static constexpr double kBacklogFrames = 16.0;
 
   enum class Report {
     None,      // nothing to tell

@@ -40,6 +40,8 @@ void Measurements::reset() {
   window_frames_ = 0;
   output_ms_ = -1.0;
   throughput_provisional_ = false;
+  announced_latency_ = 0;
+  keep_ratio_ = 1.0;
 }
 
 void Measurements::reset_throughput() {
@@ -49,6 +51,22 @@ void Measurements::reset_throughput() {
   window_frames_ = 0;
   output_ms_ = -1.0;
   throughput_provisional_ = false;
+  keep_ratio_ = 1.0;
+}
+
+bool Measurements::set_keep_ratio(double ratio) {
+  std::lock_guard<std::mutex> guard(lock_);
+  keep_ratio_ = std::clamp(ratio, 1e-3, 1.0);
+  const GstClockTime now = latency_locked();
+  // Nothing announced through here yet: the answers so far had no steady wait in them.
+  const GstClockTime frame =
+      GST_CLOCK_TIME_IS_VALID(frame_duration_) ? frame_duration_ : duration_of_fps(kFallbackFpsN, kFallbackFpsD);
+  const double before = static_cast<double>(
+      announced_latency_ != 0 ? announced_latency_
+                              : static_cast<GstClockTime>(flashvsr::kMaxOutputDelayFrames) * frame + processing_locked());
+  if (std::fabs(static_cast<double>(now) - before) <= kLatencyChangeRatio * before) return false;
+  announced_latency_ = now;
+  return true;
 }
 
 bool Measurements::set_framerate(gint fps_n, gint fps_d) {
@@ -103,6 +121,7 @@ Measurements::Recorded Measurements::record(const FrameWindow::Step& step) {
   if (before != 0.0 && std::fabs(static_cast<double>(processing) - before) <= kLatencyChangeRatio * before)
     return recorded;
   announced_processing_ = processing;
+  announced_latency_ = latency_locked();
   recorded.latency_changed = true;
   return recorded;
 }
@@ -127,11 +146,29 @@ GstClockTime Measurements::processing_locked() const {
   return static_cast<GstClockTime>(std::max(first_chunk_ms_, counters_.mean_chunk_ms) * GST_MSECOND);
 }
 
-GstClockTime Measurements::latency() const {
-  std::lock_guard<std::mutex> guard(lock_);
+GstClockTime Measurements::steady_wait_locked() const {
+  if (keep_ratio_ >= 1.0 || counters_.throughput <= 0.0) return 0;
+  const flashvsr::ChunkPlan chunk1 = flashvsr::plan_chunk(1);
+  const int64_t later_frames = chunk1.frames_needed - 1 - chunk1.output.begin;  // 11
+  const double frame_s =
+      static_cast<double>(GST_CLOCK_TIME_IS_VALID(frame_duration_) ? frame_duration_
+                                                                    : duration_of_fps(kFallbackFpsN, kFallbackFpsD)) /
+      GST_SECOND;
+  const double wait_s = static_cast<double>(later_frames) * frame_s / keep_ratio_ +
+                        static_cast<double>(flashvsr::kChunkFrames) / counters_.throughput;
+  return static_cast<GstClockTime>(wait_s * GST_SECOND);
+}
+
+GstClockTime Measurements::latency_locked() const {
   const GstClockTime frame =
       GST_CLOCK_TIME_IS_VALID(frame_duration_) ? frame_duration_ : duration_of_fps(kFallbackFpsN, kFallbackFpsD);
-  return static_cast<GstClockTime>(flashvsr::kMaxOutputDelayFrames) * frame + processing_locked();
+  return std::max(static_cast<GstClockTime>(flashvsr::kMaxOutputDelayFrames) * frame + processing_locked(),
+                  steady_wait_locked());
+}
+
+GstClockTime Measurements::latency() const {
+  std::lock_guard<std::mutex> guard(lock_);
+  return latency_locked();
 }
 
 }  // namespace gstflashvsr

@@ -2,7 +2,8 @@
 // What the flashvsr element measures, in one place: the counters of its read-only properties (frames in,
 // frames out, frames dropped, chunks, mean chunk time, since READY -> PAUSED), the throughput it sustains
 // (frames per second of its own work in steady chunks) and the latency it answers (the schedule's longest
-// wait, 24 frames, plus processing: the slower of a stream's first chunk and the mean chunk).
+// wait, 24 frames, plus processing: the slower of a stream's first chunk and the mean chunk; while inputs
+// are dropped, at least the steady wait of a kept frame: 11 kept frames plus one chunk of work).
 // Thread-safe: the streaming thread records, application threads and LATENCY queries read.
 #pragma once
 
@@ -48,13 +49,23 @@ class Measurements {
   void count_dropped();
   // Forgets the throughput (a new video size or new settings: the old figure no longer applies).
   void reset_throughput();
+  // The share of inputs kept (LivePacer; 1 when none is dropped). Returns whether the latency moved by
+  // more than 20 % from the last one announced: the caller posts a LATENCY message.
+  bool set_keep_ratio(double ratio);
 
   Counters counters() const;
-  // The element's latency: kMaxOutputDelayFrames frame durations plus processing.
+  // The element's latency: kMaxOutputDelayFrames frame durations plus processing; while inputs are
+  // dropped, at least a kept frame's steady wait (steady_wait_locked).
   GstClockTime latency() const;
 
  private:
   GstClockTime processing_locked() const;
+  GstClockTime latency_locked() const;
+  // The longest a kept frame waits in the steady state: the kept frames after it that its chunk needs (11:
+  // model/schedule.h, chunk 1 emits frames 21..28 once frame 32 arrived) at 1 / keep_ratio frame
+  // durations each, plus one chunk of the element's work (8 frames at the throughput). 0 when nothing is
+  // dropped or no throughput is known.
+  GstClockTime steady_wait_locked() const;
 
   mutable std::mutex lock_;
   Counters counters_;
@@ -69,6 +80,8 @@ class Measurements {
   double first_chunk_ms_ = 0.0;
   GstClockTime frame_duration_ = GST_CLOCK_TIME_NONE;  // of the negotiated framerate
   GstClockTime announced_processing_ = 0;              // last processing estimate announced
+  GstClockTime announced_latency_ = 0;                 // latency when the keep ratio was last announced
+  double keep_ratio_ = 1.0;
 };
 
 }  // namespace gstflashvsr

@@ -180,23 +180,26 @@ TEST(LivePacer, AProvisionalFigureStartsTheDropsButOnlyASteadyFigureIsReported) 
   EXPECT_EQ(count_kept(decisions(keeps_up, 100)), 100);
 }
 
-TEST(LivePacer, InputsBehindByMoreThanOneChunkOfWorkAreKeptHalfAsOftenStillEvenly) {
+TEST(LivePacer, InputsBehindByMoreThanTwoChunksOfWorkAreKeptHalfAsOftenStillEvenly) {
   LivePacer pacer;
   pacer.start(30.0, true);
   pacer.observe(12.0);  // keep 0.36; one chunk of work: 8 / 12 s
   const double chunk_s = 8.0 / 12.0;
+  // Up to one chunk late is what waiting for a chunk to finish gives: no backlog.
+  for (int i = 0; i < 100; ++i) pacer.keep(true, 0.99 * chunk_s);
+  EXPECT_FALSE(pacer.catching_up());
   std::vector<bool> kept;
   for (int i = 0; i < 1000; ++i) kept.push_back(pacer.keep(true, 0.0));
   EXPECT_NEAR(count_kept(kept), 360.0, 1.0);
   std::vector<bool> behind;
-  for (int i = 0; i < 1000; ++i) behind.push_back(pacer.keep(true, 1.5 * chunk_s));
+  for (int i = 0; i < 1000; ++i) behind.push_back(pacer.keep(true, 2.5 * chunk_s));
   EXPECT_TRUE(pacer.catching_up());
   EXPECT_NEAR(pacer.applied_ratio(), 0.18, 1e-9);
   EXPECT_NEAR(count_kept(behind), 180.0, 1.0);
   EXPECT_LE(longest_drop_run(behind), static_cast<int>(std::ceil(1.0 / 0.18)) - 1);
-  // Less than a chunk behind: the plain ratio again.
+  // Less than two chunks behind: the plain ratio again.
   std::vector<bool> caught_up;
-  for (int i = 0; i < 1000; ++i) caught_up.push_back(pacer.keep(true, 0.5 * chunk_s));
+  for (int i = 0; i < 1000; ++i) caught_up.push_back(pacer.keep(true, 1.5 * chunk_s));
   EXPECT_FALSE(pacer.catching_up());
   EXPECT_NEAR(count_kept(caught_up), 360.0, 1.0);
 }
