@@ -330,8 +330,6 @@ void expect_held_real_time(const LiveSpec& spec, const LiveResult& r) {
 
   // Latency bounded: the delay of every rendered frame stays under the latency plus one chunk.
   for (const Rendered& f : r.rendered)
-    std::printf("  frame %3llu: delay %6.0f ms, latency %6.0f ms\n", (unsigned long long) f.offset, f.delay_ms, f.latency_ms);
-  for (const Rendered& f : r.rendered)
     EXPECT_LE(f.delay_ms, f.latency_ms + chunk_ms) << "frame " << f.offset << " rendered " << f.delay_ms
                                                    << " ms after its time, latency " << f.latency_ms << " ms";
 }
