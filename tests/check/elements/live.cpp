@@ -379,6 +379,40 @@ TEST(Live, NonLiveSourceIsNeverDroppedFromNorWarnedAbout) {
   expect_source_timestamps(r, spec.fps);
 }
 
+// The harness answers live and runs on a test clock (no input is ever behind it, so no catch-up): once
+// the element measured that it is slower than the framerate, its own drops are the only ones. A QoS event
+// saying that everything up to 100 s is late would make the base class drop every input; the pacer keeps
+// its even share instead.
+TEST(Live, WhileThePacerDropsTheBaseClassDropsNothingOnLateness) {
+  Harness run(element_line("qos=true"));
+  run.set_caps("video/x-raw,format=RGB,width=32,height=24,framerate=100/1");
+  ASSERT_EQ(run.push_rgb(random_frames(33, 24, 32, 301)), GST_FLOW_OK);  // chunks 0 and 1: measured
+  double throughput = 0.0;
+  g_object_get(run.element(), "throughput", &throughput, nullptr);
+  ASSERT_GT(throughput, 0.0);
+  ASSERT_LT(throughput, 100.0) << "the element kept up with the source: nothing to test";
+  guint64 in_before = 0, dropped_before = 0;
+  g_object_get(run.element(), "frames-in", &in_before, "frames-dropped", &dropped_before, nullptr);
+  GstPad* src = gst_element_get_static_pad(run.element(), "src");
+  ASSERT_TRUE(gst_pad_send_event(src, gst_event_new_qos(GST_QOS_TYPE_UNDERFLOW, 2.0, 100 * GST_SECOND, 0)));
+  gst_object_unref(src);
+  ASSERT_EQ(run.push_rgb(random_frames(200, 24, 32, 302), 33), GST_FLOW_OK);
+  guint64 frames_in = 0, dropped = 0;
+  g_object_get(run.element(), "frames-in", &frames_in, "frames-dropped", &dropped, nullptr);
+  const guint64 kept_after = frames_in - in_before, dropped_after = dropped - dropped_before;
+  std::printf("harness at 100 fps, throughput %.2f fps: of the 200 inputs after the QoS event %llu kept, %llu "
+              "dropped by the pacer\n",
+              throughput, (unsigned long long) kept_after, (unsigned long long) dropped_after);
+  EXPECT_EQ(kept_after + dropped_after, 200u);
+  EXPECT_GT(dropped_after, 0u);
+  // The pacer keeps about 0.9 x throughput / 100 of them (the throughput moves as chunks run).
+  EXPECT_GE(kept_after, static_cast<guint64>(200 * 0.9 * throughput / 100.0 * 0.5));
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  EXPECT_EQ(out.size(), frames_in);
+  for (auto* b : out) gst_buffer_unref(b);
+}
+
 // The same measurement on a real model and a GPU: FLASHVSR_LIVE_MODEL_DIR (a release directory), and
 // optionally FLASHVSR_LIVE_SIZE (WxH input, default 480x270: 1920x1080 out), FLASHVSR_LIVE_FPS (30), FLASHVSR_LIVE_FRAMES
 // (300), FLASHVSR_LIVE_QOS (1). Prints rendered frame rate, drops and delays; checks the same as on the CPU
