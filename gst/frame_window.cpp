@@ -95,6 +95,7 @@ size_t FrameWindow::frames_pending() const {
 }
 
 FrameWindow::Step FrameWindow::push(GstBuffer* input) {
+  const auto start = std::chrono::steady_clock::now();
   c10::InferenceMode inference;
   Pending frame;
   frame.meta = FrameMeta::of(input);
@@ -135,6 +136,7 @@ FrameWindow::Step FrameWindow::push(GstBuffer* input) {
   step.frames_ready = result.frames.size(0);
   step.chunks = result.chunks;
   step.first_chunk = result.first_chunk && result.chunks == 1;
+  step.busy_ms = elapsed_ms(start);
   return step;
 }
 

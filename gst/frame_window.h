@@ -56,6 +56,7 @@ class FrameWindow {
     // The stream's first chunk ran, alone, in a push: `ms` is a first chunk's time (the slowest chunk).
     bool first_chunk = false;
     double ms = 0.0;  // wall time from the upload until the frames were on the device, when chunks ran
+    double busy_ms = 0.0;  // wall time of the whole push (mapping and reading the buffer included)
   };
 
   // The next thing to send downstream: a GAP event, or a frame.

@@ -34,6 +34,7 @@
 #include "caps_negotiation.h"
 #include "element_error.h"
 #include "frame_window.h"
+#include "live_pacer.h"
 #include "measurements.h"
 #include "properties.h"
 #include "video_format.h"
@@ -44,6 +45,7 @@
 
 #include <c10/core/InferenceMode.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -77,6 +79,11 @@ struct GstFlashVsrPrivate
    * state change once streaming has stopped (start/stop), so it needs no lock. */
   std::optional < NegotiatedVideo > video;
   std::unique_ptr < FrameWindow > window;       /* null before negotiation and after a failure */
+  /* Whether the engine keeps up with a live source, and which inputs it drops when not (qos=true). */
+  LivePacer pacer;
+  GstClockTime upstream_latency = 0;    /* upstream's minimum latency at negotiation */
+  /* pacer.pacing(), for the QoS events that arrive in other threads (gst_flashvsr_src_event). */
+  std::atomic < bool > pacing { false };
 };
 
 struct _GstFlashVsr
@@ -112,6 +119,8 @@ static gboolean gst_flashvsr_decide_allocation (GstBaseTransform * trans,
 static gboolean gst_flashvsr_query (GstBaseTransform * trans,
     GstPadDirection direction, GstQuery * query);
 static gboolean gst_flashvsr_sink_event (GstBaseTransform * trans,
+    GstEvent * event);
+static gboolean gst_flashvsr_src_event (GstBaseTransform * trans,
     GstEvent * event);
 static GstFlowReturn gst_flashvsr_submit_input_buffer (GstBaseTransform * trans,
     gboolean is_discont, GstBuffer * input);
@@ -164,6 +173,7 @@ gst_flashvsr_class_init (GstFlashVsrClass * klass)
       GST_DEBUG_FUNCPTR (gst_flashvsr_decide_allocation);
   trans_class->query = GST_DEBUG_FUNCPTR (gst_flashvsr_query);
   trans_class->sink_event = GST_DEBUG_FUNCPTR (gst_flashvsr_sink_event);
+  trans_class->src_event = GST_DEBUG_FUNCPTR (gst_flashvsr_src_event);
   trans_class->submit_input_buffer =
       GST_DEBUG_FUNCPTR (gst_flashvsr_submit_input_buffer);
   trans_class->generate_output =
@@ -248,6 +258,12 @@ gst_flashvsr_get_property (GObject * object, guint prop_id, GValue * value,
       break;
     case PROP_MEAN_CHUNK_MS:
       g_value_set_double (value, counters.mean_chunk_ms);
+      break;
+    case PROP_THROUGHPUT:
+      g_value_set_double (value, counters.throughput);
+      break;
+    case PROP_FRAMES_DROPPED:
+      g_value_set_uint64 (value, counters.frames_dropped);
       break;
     default:{
       std::lock_guard < std::mutex > guard (priv->lock);
@@ -478,29 +494,97 @@ gst_flashvsr_stream_failed (GstFlashVsr * self)
   return GST_FLOW_ERROR;
 }
 
-/* Counts what a push or a drain did, and posts a LATENCY message when the processing estimate moved. */
+/* Tells the user what the pacer found about a live source (a WARNING when slower than it, again when the
+ * throughput moved a lot, an INFO when back to real time), with the numbers. */
+static void
+gst_flashvsr_report_pace (GstFlashVsr * self, LivePacer::Report report)
+{
+  GstFlashVsrPrivate *priv = self->priv;
+  const LivePacer & pacer = priv->pacer;
+  if (report == LivePacer::Report::None || !priv->window)
+    return;
+  const GstVideoInfo & in = priv->window->in_info ();
+  const GstVideoInfo & out = priv->window->out_info ();
+  gchar *numbers = g_strdup_printf ("%dx%d -> %dx%d: %.1f fps of %.1f needed",
+      GST_VIDEO_INFO_WIDTH (&in), GST_VIDEO_INFO_HEIGHT (&in),
+      GST_VIDEO_INFO_WIDTH (&out), GST_VIDEO_INFO_HEIGHT (&out),
+      pacer.sustained_fps (), pacer.needed_fps ());
+  if (report == LivePacer::Report::RealTime) {
+    GST_ELEMENT_INFO (self, CORE, CLOCK,
+        ("flashvsr is back to real time: %s.", numbers),
+        ("no input frame is dropped any more (%" G_GUINT64_FORMAT
+            " were dropped)", pacer.dropped ()));
+  } else {
+    const gboolean qos =
+        gst_base_transform_is_qos_enabled (GST_BASE_TRANSFORM (self));
+    gchar *detail = qos ? g_strdup_printf ("qos=true: %.0f %% of the input "
+        "frames are kept, evenly spread, the others dropped before the engine "
+        "so that the output holds real time at a lower frame rate",
+        100.0 * pacer.keep_ratio ())
+        : g_strdup ("qos=false: every frame is upscaled, so the output falls "
+        "further behind the source for as long as this lasts; set qos=true to "
+        "drop input frames instead, or use a smaller size or a faster device");
+    GST_ELEMENT_WARNING (self, CORE, CLOCK,
+        ("flashvsr is slower than the live source: %s.", numbers), ("%s",
+            detail));
+    g_free (detail);
+  }
+  g_free (numbers);
+}
+
+/* Counts what a push or a drain did, posts a LATENCY message when the processing estimate moved, and
+ * gives a new throughput figure to the pacer. */
 static void
 gst_flashvsr_record (GstFlashVsr * self, const FrameWindow::Step & step)
 {
-  if (!self->priv->measurements.record (step))
+  GstFlashVsrPrivate *priv = self->priv;
+  Measurements::Recorded recorded = priv->measurements.record (step);
+  if (recorded.throughput_measured) {
+    const double fps = priv->measurements.counters ().throughput;
+    GST_DEBUG_OBJECT (self, "throughput %.2f fps%s (%.2f needed, %s)", fps,
+        recorded.throughput_provisional ? " (provisional: a first chunk's)" :
+        "", priv->pacer.needed_fps (), priv->pacer.live ()? "live" :
+        "not live");
+    gst_flashvsr_report_pace (self, priv->pacer.observe (fps,
+            recorded.throughput_provisional));
+    /* Kept frames wait for later kept ones: while inputs are dropped, the latency covers that wait. */
+    const double keep = priv->pacer.slow ()
+        && gst_base_transform_is_qos_enabled (GST_BASE_TRANSFORM (self)) ?
+        priv->pacer.keep_ratio () : 1.0;
+    if (priv->measurements.set_keep_ratio (keep)) {
+      GST_DEBUG_OBJECT (self, "keeping %.3f of the inputs: latency now %"
+          GST_TIME_FORMAT, keep, GST_TIME_ARGS (priv->measurements.latency ()));
+      recorded.latency_changed = true;
+    }
+  }
+  if (!recorded.latency_changed)
     return;
   GST_DEBUG_OBJECT (self, "processing estimate changed, posting LATENCY");
   gst_element_post_message (GST_ELEMENT_CAST (self),
       gst_message_new_latency (GST_OBJECT_CAST (self)));
 }
 
+/* Whether upstream is live, and its minimum latency (its answer to a LATENCY query). */
+static gboolean
+gst_flashvsr_upstream_is_live (GstFlashVsr * self, GstClockTime * min_latency)
+{
+  gboolean live = FALSE;
+  GstClockTime min = 0;
+  GstQuery *query = gst_query_new_latency ();
+  if (gst_pad_peer_query (GST_BASE_TRANSFORM_SINK_PAD (self), query))
+    gst_query_parse_latency (query, &live, &min, NULL);
+  gst_query_unref (query);
+  *min_latency = GST_CLOCK_TIME_IS_VALID (min) ? min : 0;
+  return live;
+}
+
 /* When upstream is live, times a first chunk on a scratch stream (flashvsr::time_first_chunk) so that
  * the LATENCY answer covers the first chunk before the stream's own has run: without it, frames 0-20 of
  * a live stream reach a synchronising sink late. Returns whether the estimate changed. */
 static gboolean
-gst_flashvsr_time_first_chunk (GstFlashVsr * self)
+gst_flashvsr_time_first_chunk (GstFlashVsr * self, gboolean live)
 {
   GstFlashVsrPrivate *priv = self->priv;
-  gboolean live = FALSE;
-  GstQuery *query = gst_query_new_latency ();
-  if (gst_pad_peer_query (GST_BASE_TRANSFORM_SINK_PAD (self), query))
-    gst_query_parse_latency (query, &live, NULL, NULL);
-  gst_query_unref (query);
   if (!live || !priv->window)
     return FALSE;
 
@@ -556,6 +640,7 @@ gst_flashvsr_make_buffer (GstFlashVsr * self, const FrameWindow::Output & item,
     }
   }
 
+  const auto t0 = std::chrono::steady_clock::now ();
   try {
     if (!priv->window->write (item, buffer)) {
       gst_buffer_unref (buffer);
@@ -568,7 +653,8 @@ gst_flashvsr_make_buffer (GstFlashVsr * self, const FrameWindow::Output & item,
     gst_buffer_unref (buffer);
     return gst_flashvsr_stream_failed (self);
   }
-  priv->measurements.count_output ();
+  priv->measurements.count_output (std::chrono::duration < double,
+      std::milli > (std::chrono::steady_clock::now () - t0).count ());
   *out = buffer;
   return GST_FLOW_OK;
 }
@@ -625,6 +711,8 @@ gst_flashvsr_start (GstBaseTransform * trans)
   priv->measurements.reset ();
   priv->window.reset ();
   priv->video.reset ();
+  priv->pacer = LivePacer ();
+  priv->pacing = false;
   /* Every start asks the cache again: the same model unless the settings or the files changed (a model
    * directory updated while the element sat in READY is picked up here). */
   return gst_flashvsr_load_model (self);
@@ -703,7 +791,19 @@ gst_flashvsr_set_caps (GstBaseTransform * trans, GstCaps * incaps,
 
   gboolean latency_changed = priv->measurements.set_framerate
       (GST_VIDEO_INFO_FPS_N (&in_info), GST_VIDEO_INFO_FPS_D (&in_info));
-  if (gst_flashvsr_time_first_chunk (self))
+  /* A new video: its throughput is measured afresh, and the pacer starts from the new framerate. */
+  const gboolean live = gst_flashvsr_upstream_is_live (self,
+      &priv->upstream_latency);
+  const double fps = GST_VIDEO_INFO_FPS_N (&in_info) > 0
+      && GST_VIDEO_INFO_FPS_D (&in_info) > 0 ?
+      (double) GST_VIDEO_INFO_FPS_N (&in_info) / GST_VIDEO_INFO_FPS_D (&in_info)
+      : 0.0;
+  priv->measurements.reset_throughput ();
+  priv->pacer.start (fps, live);
+  priv->pacing = false;
+  GST_DEBUG_OBJECT (self, "%s upstream at %.2f fps", live ? "live" :
+      "non-live", fps);
+  if (gst_flashvsr_time_first_chunk (self, live))
     latency_changed = TRUE;
   if (latency_changed)
     gst_element_post_message (GST_ELEMENT_CAST (self),
@@ -842,6 +942,67 @@ gst_flashvsr_sink_event (GstBaseTransform * trans, GstEvent * event)
   return GST_BASE_TRANSFORM_CLASS (parent_class)->sink_event (trans, event);
 }
 
+/* While the pacer drops inputs (live, slower than the source, qos=true), it alone decides which: the base
+ * class would drop every input older than the lateness downstream reports, a burst each time. The QoS
+ * events still go upstream. */
+static gboolean
+gst_flashvsr_src_event (GstBaseTransform * trans, GstEvent * event)
+{
+  GstFlashVsr *self = GST_FLASHVSR (trans);
+  if (GST_EVENT_TYPE (event) == GST_EVENT_QOS && self->priv->pacing)
+    return gst_pad_push_event (GST_BASE_TRANSFORM_SINK_PAD (trans), event);
+  return GST_BASE_TRANSFORM_CLASS (parent_class)->src_event (trans, event);
+}
+
+/* How far an input is behind the clock: the clock's running time now minus the buffer's, less upstream's
+ * latency (0 without a clock or a timestamp). */
+static GstClockTimeDiff
+gst_flashvsr_lag (GstFlashVsr * self, GstBuffer * buffer)
+{
+  GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
+  const GstClockTime running = gst_segment_to_running_time (&trans->segment,
+      GST_FORMAT_TIME, GST_BUFFER_PTS (buffer));
+  GstClock *clock = gst_element_get_clock (GST_ELEMENT_CAST (self));
+  GstClockTimeDiff lag = 0;
+  if (clock && GST_CLOCK_TIME_IS_VALID (running)) {
+    const GstClockTime now = gst_clock_get_time (clock) -
+        gst_element_get_base_time (GST_ELEMENT_CAST (self));
+    lag = GST_CLOCK_DIFF (running + self->priv->upstream_latency, now);
+  }
+  if (clock)
+    gst_object_unref (clock);
+  return lag;
+}
+
+/* Drops an input the pacer did not keep, and posts a QoS message counting the drops (live: TRUE; jitter:
+ * how far the input is behind the clock; proportion: needed over sustained; quality: the share kept). */
+static void
+gst_flashvsr_drop (GstFlashVsr * self, GstBuffer * buffer,
+    GstClockTimeDiff jitter)
+{
+  GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
+  const LivePacer & pacer = self->priv->pacer;
+  const GstClockTime pts = GST_BUFFER_PTS (buffer);
+  const GstClockTime running = gst_segment_to_running_time (&trans->segment,
+      GST_FORMAT_TIME, pts);
+  const GstClockTime stream = gst_segment_to_stream_time (&trans->segment,
+      GST_FORMAT_TIME, pts);
+
+  self->priv->measurements.count_dropped ();
+  GST_LOG_OBJECT (self, "dropping input %" GST_TIME_FORMAT " (%" G_GUINT64_FORMAT
+      " dropped, %" G_GUINT64_FORMAT " kept)", GST_TIME_ARGS (pts),
+      pacer.dropped (), pacer.kept ());
+  GstMessage *qos = gst_message_new_qos (GST_OBJECT_CAST (self), TRUE, running,
+      stream, pts, GST_BUFFER_DURATION (buffer));
+  gst_message_set_qos_values (qos, jitter,
+      pacer.needed_fps () / pacer.sustained_fps (),
+      (gint) (pacer.applied_ratio () * 1000000.0));
+  gst_message_set_qos_stats (qos, GST_FORMAT_BUFFERS, pacer.kept (),
+      pacer.dropped ());
+  gst_element_post_message (GST_ELEMENT_CAST (self), qos);
+  gst_buffer_unref (buffer);
+}
+
 static GstFlowReturn
 gst_flashvsr_submit_input_buffer (GstBaseTransform * trans, gboolean is_discont,
     GstBuffer * input)
@@ -864,6 +1025,20 @@ gst_flashvsr_submit_input_buffer (GstBaseTransform * trans, gboolean is_discont,
     GST_DEBUG_OBJECT (self, "no stream set up, refusing buffer");
     gst_buffer_unref (buffer);
     return GST_FLOW_NOT_NEGOTIATED;
+  }
+  const gboolean qos = gst_base_transform_is_qos_enabled (trans);
+  const GstClockTimeDiff lag = priv->pacer.slow () && qos ?
+      gst_flashvsr_lag (self, buffer) : 0;
+  const bool was_catching_up = priv->pacer.catching_up ();
+  const bool keep = priv->pacer.keep (qos, (double) lag / GST_SECOND);
+  priv->pacing = priv->pacer.pacing ();
+  if (priv->pacer.catching_up () != was_catching_up)
+    GST_DEBUG_OBJECT (self, "inputs %" GST_STIME_FORMAT " behind the clock: %s",
+        GST_STIME_ARGS (lag), priv->pacer.catching_up ()?
+        "catching up, keeping half as many" : "caught up");
+  if (!keep) {
+    gst_flashvsr_drop (self, buffer, lag);
+    return GST_FLOW_OK;
   }
   FrameWindow::Step step;
   try {

@@ -146,6 +146,17 @@ void install_properties(GObjectClass* klass) {
                           "Mean wall time per chunk in milliseconds, measured by the element from the upload "
                           "until the upscaled frames are ready on the device (0 before the first chunk)",
                           0.0, G_MAXDOUBLE, 0.0, ro));
+  // Slower than a live source (LivePacer, docs/element.md).
+  g_object_class_install_property(
+      klass, PROP_THROUGHPUT,
+      g_param_spec_double("throughput", "Throughput",
+                          "Frames per second the element sustains, measured over its own work in steady chunks "
+                          "(waiting downstream does not count); on a live pipeline below the framerate it "
+                          "posts a warning, and with qos=true drops inputs to match it (0 until measured)",
+                          0.0, G_MAXDOUBLE, 0.0, ro));
+  counter(PROP_FRAMES_DROPPED, "frames-dropped", "Frames dropped",
+          "Input frames dropped before the engine to hold real time on a live pipeline (qos=true) since "
+          "going to PAUSED");
 
   for (GType type : {GST_TYPE_FLASHVSR_MODEL_VERSION, GST_TYPE_FLASHVSR_VARIANT, GST_TYPE_FLASHVSR_PRECISION, GST_TYPE_FLASHVSR_COLOR_FIX,
                      GST_TYPE_FLASHVSR_ATTENTION})

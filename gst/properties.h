@@ -99,6 +99,8 @@ enum {
   PROP_FRAMES_OUT,
   PROP_CHUNKS,
   PROP_MEAN_CHUNK_MS,
+  PROP_THROUGHPUT,
+  PROP_FRAMES_DROPPED,
 };
 
 // Installs every property of the element's class (and marks the enum types as plugin API).
