@@ -183,6 +183,10 @@ TiledStream::TiledStream(std::shared_ptr<const Model> model, const StreamOptions
   for (at::Tensor& w : blend_weights(plan_, model_->device())) weights_.push_back(w.unsqueeze(2));  // [h, w, 1]
 }
 
+void TiledStream::set_stage_hook(StageHook hook) {
+  for (auto& s : streams_) s->set_stage_hook(hook);
+}
+
 void TiledStream::set_noise_source(NoiseSource source) {
   if (!plan_.single())
     throw Error(Error::Kind::BadSettings, "a noise source (noise file) gives noise for the whole frame; it cannot be "

@@ -77,6 +77,8 @@ class TiledStream {
   PushResult finish();
   void reset();
 
+  // Every tile's stream calls `hook` (a tiled chunk marks each stage once per tile).
+  void set_stage_hook(StageHook hook);
   // Only untiled (a noise source gives noise for the whole frame); throws Error(BadSettings) when tiled.
   void set_noise_source(NoiseSource source);
 
