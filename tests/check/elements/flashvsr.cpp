@@ -1373,6 +1373,18 @@ TEST(Tiling, TileNotAMultipleOf128IsRefusedAtNegotiationWithTheReason) {
   EXPECT_NE(text.find("multiples of 128"), std::string::npos) << text;
 }
 
+TEST(Tiling, MaxMemoryThatNoTilingFitsIsRefusedAtNegotiationWithTheEstimate) {
+  // 1 GiB is below the memory model's base (the released model's weights and constants, 3.42 GiB).
+  Harness run(element_line("max-memory=1"));
+  GstBus* bus = run.bus();
+  run.set_caps("video/x-raw,format=RGB,width=48,height=40,framerate=25/1");
+  EXPECT_EQ(run.push_rgb(random_frames(1, 40, 48, 7)), GST_FLOW_NOT_NEGOTIATED);
+  GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+  ASSERT_NE(msg, nullptr);
+  const std::string text = checked_error_text(msg, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS);
+  EXPECT_NE(text.find("no tiling of 192x160 fits"), std::string::npos) << text;
+}
+
 // ------------------------------------------------------------------------------------------------
 // CUDA (registered only where a GPU exists; skipped without one)
 // ------------------------------------------------------------------------------------------------
