@@ -72,6 +72,16 @@ int64_t integer_scale(const char* side, int64_t in, int64_t out) {
 
 }  // namespace
 
+const char* tile_colour_name(TileColour colour) {
+  return colour == TileColour::Blended ? "blended" : "per-tile";
+}
+
+TileColour parse_tile_colour(const std::string& name) {
+  if (name == "per-tile") return TileColour::PerTile;
+  if (name == "blended") return TileColour::Blended;
+  throw Error(Error::Kind::BadSettings, "tile colour '" + name + "': expected per-tile or blended");
+}
+
 std::string TilePlan::describe() const {
   std::ostringstream s;
   if (single()) {
@@ -171,8 +181,15 @@ TiledStream::TiledStream(std::shared_ptr<const Model> model, const StreamOptions
     streams_.push_back(std::make_unique<Stream>(model_, options));
     return;
   }
+  const bool blended = tiling.colour == TileColour::Blended && options.color_fix != ColorFix::None;
+  if (blended) {
+    blended_fix_ = options.color_fix;
+    if (plan_.out_width != options.in_width || plan_.out_height != options.in_height)
+      resize_.emplace(options.in_width, options.in_height, plan_.out_width, plan_.out_height, model_->device());
+  }
   for (const Tile& t : plan_.tiles) {
     StreamOptions o = options;
+    if (blended) o.color_fix = ColorFix::None;
     o.in_width = t.lr_w;
     o.in_height = t.lr_h;
     o.out_width = t.w;
@@ -205,6 +222,8 @@ PushResult TiledStream::push(const at::Tensor& lr) {
                                            std::to_string(options_.in_width) + ", 3]");
   // One upload of the whole frame; each tile's stream takes its crop (a view) from it.
   const at::Tensor x = lr.to(model_->device(), /*non_blocking=*/true);
+  if (blended_fix_ != ColorFix::None)
+    for (int64_t i = 0; i < x.size(0); ++i) pending_lr_.push_back(x[i]);
   std::vector<PushResult> results;
   for (size_t i = 0; i < streams_.size(); ++i) {
     const Tile& t = plan_.tiles[i];
@@ -223,6 +242,7 @@ PushResult TiledStream::finish() {
 
 void TiledStream::reset() {
   for (auto& s : streams_) s->reset();
+  pending_lr_.clear();
   blend_seconds_total_ = 0.0;
 }
 
@@ -257,7 +277,7 @@ PushResult TiledStream::gather(std::vector<PushResult> results) {
   return out;
 }
 
-at::Tensor TiledStream::blend(const std::vector<at::Tensor>& outs) const {
+at::Tensor TiledStream::blend(const std::vector<at::Tensor>& outs) {
   const int64_t m = outs.front().size(0);
   const auto u8 = at::TensorOptions().dtype(at::kByte).device(model_->device());
   at::Tensor frames = at::empty({m, plan_.out_height, plan_.out_width, 3}, u8);
@@ -270,7 +290,18 @@ at::Tensor TiledStream::blend(const std::vector<at::Tensor>& outs) const {
       const Tile& t = plan_.tiles[i];
       acc.narrow(0, t.y, t.h).narrow(1, t.x, t.w).addcmul_(outs[i][f].to(at::kFloat), weights_[i]);
     }
-    frames[f].copy_(acc.round_().clamp_(0.0, 255.0));
+    if (blended_fix_ == ColorFix::None) {
+      frames[f].copy_(acc.round_().clamp_(0.0, 255.0));
+      continue;
+    }
+    // Colour of the blended frame against the whole frame's LQ: [H, W, 3] in [0, 255] -> [1, 3, 1, H, W].
+    if (pending_lr_.empty())
+      throw Error(Error::Kind::Internal, "tiled stream: an output frame without its pending input frame");
+    const at::Tensor lr = pending_lr_.front().unsqueeze(0);  // [1, h, w, 3]
+    pending_lr_.pop_front();
+    const at::Tensor lq = u8_to_unit(resize_ ? (*resize_)(lr.contiguous()) : lr, at::kFloat);
+    const at::Tensor hq = (acc / 127.5 - 1.0).permute({2, 0, 1}).unsqueeze(0).unsqueeze(2);
+    frames[f].copy_(unit_to_u8(colour_correct(hq, lq, blended_fix_))[0]);
   }
   return frames;
 }

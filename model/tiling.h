@@ -17,20 +17,31 @@
 
 #include <ATen/ATen.h>
 
+#include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace flashvsr {
+
+// Where a tiled stream's colour correction (StreamOptions::color_fix) runs: in each tile's stream
+// against its own LQ crop, before blending (the engine's own path); or once on the blended frame against
+// the whole frame's LQ (the tiles' streams run without colour correction; the blended frame is corrected
+// from their 8-bit outputs, so it is rounded twice).
+enum class TileColour { PerTile, Blended };
+const char* tile_colour_name(TileColour colour);
+TileColour parse_tile_colour(const std::string& name);  // "per-tile" | "blended"; Error(BadSettings) else
 
 // The tiling asked for, in output pixels. A side of 0 is not split (0 x 0: no tiling). Tile sides are
 // multiples of 128 (the engine's padding unit, so a tile's stream pads nothing).
 struct TileOptions {
   int64_t width = 0, height = 0;
   int64_t overlap = 0;  // output pixels shared by neighbouring tiles (at least; rounded up to whole LR pixels)
+  TileColour colour = TileColour::PerTile;
   bool enabled() const { return width > 0 || height > 0; }
   bool operator==(const TileOptions& o) const {
-    return width == o.width && height == o.height && overlap == o.overlap;
+    return width == o.width && height == o.height && overlap == o.overlap && colour == o.colour;
   }
 };
 
@@ -96,8 +107,9 @@ class TiledStream {
   const Stream& tile_stream(size_t i) const { return *streams_.at(i); }
 
  private:
-  // Blends one push's tile outputs (each [m, h, w, 3] u8) into [m, H, W, 3] u8.
-  at::Tensor blend(const std::vector<at::Tensor>& outs) const;
+  // Blends one push's tile outputs (each [m, h, w, 3] u8) into [m, H, W, 3] u8 (colour-corrected against
+  // the oldest pending LR frames with TileColour::Blended, which it then drops).
+  at::Tensor blend(const std::vector<at::Tensor>& outs);
   // Checks that every tile returned the same frames, blends them, adds up the times.
   PushResult gather(std::vector<PushResult> results);
 
@@ -107,6 +119,11 @@ class TiledStream {
   TilePlan plan_;
   std::vector<std::unique_ptr<Stream>> streams_;
   std::vector<at::Tensor> weights_;  // per tile, float32 [h, w, 1] on the model's device
+  // TileColour::Blended: the correction, the LR -> output resize of the whole frame, and the LR frames
+  // [h, w, 3] u8 (on the device) whose outputs are not out yet.
+  ColorFix blended_fix_ = ColorFix::None;
+  std::optional<BicubicResize> resize_;
+  std::deque<at::Tensor> pending_lr_;
   double blend_seconds_total_ = 0.0;
 };
 

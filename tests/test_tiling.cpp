@@ -4,6 +4,9 @@
 // independent streams over the crops, the memory model against the measured figures.
 #include "tiling.h"
 
+#include "colour.h"
+#include "preprocess.h"
+
 #include "model_maker.h"
 #include "test_support.h"
 
@@ -251,6 +254,38 @@ TEST(TiledStream, TwoByTwoGivesNFramesMadeOfTheTilesStreams) {
   const at::Tensor alone = count.eq(1).view({1, 160, 192, 1}).expand_as(f);
   ASSERT_TRUE(alone.any().item<bool>());
   EXPECT_TRUE(at::equal(f.masked_select(alone), only.masked_select(alone)));
+}
+
+TEST(TiledStream, BlendedColourCorrectsTheBlendedFrameAgainstTheWholeLqFrame) {
+  // TileColour::Blended: the tiles run without correction, AdaIN runs once on the blended frame against
+  // the whole frame's bicubic LQ (each output frame paired with its own input frame).
+  c10::InferenceMode guard;
+  StreamOptions o = options(48, 16);  // 192x64: 2x1 tiles
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  // Frames of different brightness (means about 128, 143, 158): a frame corrected against another
+  // frame's LQ would be 15 levels off.
+  const at::Tensor lr = (at::randint(96, 160, {3, 16, 48, 3}, gen, at::kLong) +
+                         at::arange(3, at::kLong).view({3, 1, 1, 1}) * 15).to(at::kByte);
+  TiledStream blended(tiny_model(), o, TileOptions{128, 0, 32, TileColour::Blended});
+  ASSERT_EQ(blended.plan().tiles.size(), 2u);
+  const at::Tensor out = run(blended, lr).to(at::kDouble);
+  ASSERT_EQ(out.sizes().vec(), (std::vector<int64_t>{3, 64, 192, 3}));
+  // The same from the uncorrected tiled frames, corrected here frame by frame (they are rounded to 8
+  // bits first, the stream corrects the unrounded blend: a level or so apart).
+  o.color_fix = ColorFix::None;
+  TiledStream plain(tiny_model(), o, TileOptions{128, 0, 32});
+  const at::Tensor none = run(plain, lr);
+  const at::Tensor lq = BicubicResize(48, 16, 192, 64, at::kCPU)(lr);
+  const at::Tensor expected =
+      unit_to_u8(colour_correct(u8_to_unit(none, at::kFloat), u8_to_unit(lq, at::kFloat), ColorFix::AdaIN));
+  // AdaIN scales hq's rounding error (<= 0.5 level) by its gain std(lq) / std(hq), per frame and channel;
+  // plus the rounding of both results.
+  const at::Tensor gain = lq.to(at::kDouble).std({1, 2}, false) / none.to(at::kDouble).std({1, 2}, false);  // [n, 3]
+  const at::Tensor bound = (gain * 0.5 + 1.5).view({3, 1, 1, 3});
+  const at::Tensor diff = (out - expected.to(at::kDouble)).abs();
+  EXPECT_TRUE(at::all(diff <= bound).item<bool>()) << "max diff " << diff.max().item<double>() << ", gains " << gain;
+  // AdaIN's effect: each frame's per-channel mean is the LQ frame's (to rounding).
+  EXPECT_LT((out.mean({1, 2}) - lq.to(at::kDouble).mean({1, 2})).abs().max().item<double>(), 1.0);
 }
 
 TEST(TiledStream, NoiseSourceIsRefusedWhenTiled) {

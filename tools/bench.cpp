@@ -36,6 +36,7 @@ const char* kUsage =
     "       [--local-range 11] [--kv-ratio 3.0] [--color-fix adain] [--attention auto,reference,cuda]\n"
     "       [--decoder-group 1] [--model-version 1.1] [--seed 0] [--compare BASELINE.jsonl]\n"
     "       [--tile-width 0 --tile-height 0 (output px, multiples of 128; 0: not split) --tile-overlap 128]\n"
+    "       [--tile-colour per-tile|blended (where the colour fix runs when tiled)]\n"
     "       [--max-memory GIB (choose the tiling from the memory model, docs/element.md \"Tiling\")]\n"
     "One JSON line per (size, attention backend); the model is built or loaded once. With --compare, each run\n"
     "is followed by a line {\"compare\": size, figure: {now, base, ratio}} against the saved run of the same\n"
@@ -193,7 +194,8 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
   const auto frames = synthetic_frames(std::min<int64_t>(n, 240), so.in_height, so.in_width);
   auto frame = [&](int64_t i) { return frames.narrow(0, i % frames.size(0), 1); };
 
-  TileOptions tiling{args.integer("tile-width", 0), args.integer("tile-height", 0), args.integer("tile-overlap", 128)};
+  TileOptions tiling{args.integer("tile-width", 0), args.integer("tile-height", 0), args.integer("tile-overlap", 128),
+                    parse_tile_colour(args.str("tile-colour", "per-tile"))};
   if (args.has("max-memory"))
     tiling = tiles_for_memory(so, tiling.overlap, args.num("max-memory", 0.0),
                               MemoryModel::measured(model->config(), so, model->dtype()));
@@ -286,6 +288,7 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
     << model->dir() << "\",\"output\":\"" << out_w << "x" << out_h << "\",\"input\":\"" << so.in_width << "x"
     << so.in_height << "\",\"padded\":\"" << tile0.padded_width() << "x" << tile0.padded_height() << "\",\"tiles\":\""
     << stream.plan().describe() << "\",\"tile_options\":\"" << tiling.width << "x" << tiling.height << "+" << tiling.overlap
+    << "\",\"tile_colour\":\"" << tile_colour_name(tiling.colour)
     << "\",\"memory_model_gib\":" << estimate_gib
     << "\",\"sparse_ratio\":" << so.sparse_ratio << ",\"local_range\":" << so.local_range << ",\"kv_ratio\":"
     << so.kv_ratio << ",\"color_fix\":\"" << color_fix_name(so.color_fix) << "\",\"attention\":\""
@@ -328,7 +331,7 @@ int main(int argc, char** argv) {
     cli::Args args(argc, argv,
                    {"model", "preset", "device", "precision", "sizes", "scale", "frames", "sparse-ratio",
                     "local-range", "kv-ratio", "color-fix", "attention", "decoder-group", "model-version", "seed", "memory-every", "cudnn-benchmark", "compare",
-                    "tile-width", "tile-height", "tile-overlap", "max-memory"},
+                    "tile-width", "tile-height", "tile-overlap", "tile-colour", "max-memory"},
                    {"help"});
     if (args.has("help")) {
       std::fputs(kUsage, stdout);

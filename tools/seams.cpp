@@ -26,7 +26,7 @@ const char* kUsage =
     "       [--frames N (default: all)] [--tile-width 0] [--tile-height 0] [--tile-overlap 128] [--scale 4]\n"
     "       [--device cuda|cpu|cuda:N|auto] [--precision auto|bf16|fp16|fp32] [--model-version 1.1]\n"
     "       [--sparse-ratio 2.0] [--kv-ratio 3.0] [--local-range 11] [--color-fix adain] [--seed 0]\n"
-    "       [--attention auto]\n"
+    "       [--attention auto] [--tile-colour per-tile|blended (where the colour fix runs when tiled)]\n"
     "Reads raw RGB24 frames of W x H and prints one JSON line: PSNR of the tiled output against the untiled\n"
     "one overall, in the overlap bands and elsewhere, and the bands' MSE over the rest's.\n";
 
@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
     cli::Args args(argc, argv,
                    {"model", "preset", "width", "height", "input", "frames", "tile-width", "tile-height",
                     "tile-overlap", "scale", "device", "precision", "model-version", "sparse-ratio", "kv-ratio",
-                    "local-range", "color-fix", "seed", "attention"},
+                    "local-range", "color-fix", "seed", "attention", "tile-colour"},
                    {"help"});
     if (args.has("help")) {
       std::fputs(kUsage, stdout);
@@ -91,7 +91,8 @@ int main(int argc, char** argv) {
     so.seed = static_cast<uint64_t>(args.integer("seed", 0));
     so.attention = parse_attention_backend(args.str("attention", "auto"));
     const TileOptions tiling{args.integer("tile-width", 0), args.integer("tile-height", 0),
-                             args.integer("tile-overlap", 128)};
+                             args.integer("tile-overlap", 128),
+                    parse_tile_colour(args.str("tile-colour", "per-tile"))};
     Stream untiled(model, so);
     TiledStream tiled(model, so, tiling);
     const TilePlan& plan = tiled.plan();
@@ -146,11 +147,11 @@ int main(int argc, char** argv) {
     const double mse_rest = (all - bands) / ((all_px - band_px) * n);
     std::printf(
         "{\"model\":\"%s\",\"device\":\"%s\",\"precision\":\"%s\",\"input\":\"%lldx%lld\",\"tiles\":\"%s\","
-        "\"frames_in\":%lld,\"frames_compared\":%lld,\"psnr_db\":%s,\"worst_frame_psnr_db\":%s,"
+        "\"tile_colour\":\"%s\",\"color_fix\":\"%s\",\"frames_in\":%lld,\"frames_compared\":%lld,\"psnr_db\":%s,\"worst_frame_psnr_db\":%s,"
         "\"band_psnr_db\":%s,\"rest_psnr_db\":%s,\"band_share\":%s,\"band_mse\":%s,\"rest_mse\":%s,"
         "\"band_over_rest_mse\":%s}\n",
         model->dir().c_str(), model->device().str().c_str(), dtype_name(model->dtype()), (long long)so.in_width,
-        (long long)so.in_height, plan.describe().c_str(), (long long)n_in, (long long)n_out,
+        (long long)so.in_height, plan.describe().c_str(), tile_colour_name(tiling.colour), color_fix_name(so.color_fix), (long long)n_in, (long long)n_out,
         num(psnr(all, all_px * n)).c_str(), num(worst_frame_db).c_str(), num(psnr(bands, band_px * n)).c_str(),
         num(psnr(all - bands, (all_px - band_px) * n)).c_str(), num(band_px / all_px).c_str(), num(mse_band).c_str(),
         num(mse_rest).c_str(), num(mse_rest > 0 ? mse_band / mse_rest : NAN).c_str());

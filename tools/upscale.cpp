@@ -22,6 +22,7 @@ const char* kUsage =
     "       [--model-version 1.0|1.1] [--sparse-ratio 2.0] [--kv-ratio 3.0] [--local-range 11]\n"
     "       [--color-fix none|adain|wavelet] [--seed 0] [--attention auto|reference|cuda] [--quiet]\n"
     "       [--tile-width 0 --tile-height 0 (output px, multiples of 128; 0: not split) --tile-overlap 128]\n"
+    "       [--tile-colour per-tile|blended (where the colour fix runs when tiled)]\n"
     "       [--max-memory GIB (choose the tiling from the memory model, docs/element.md \"Tiling\")]\n"
     "Reads raw RGB24 frames of W x H, writes RGB24 frames of the output size, exactly one per input frame.\n"
     "The device defaults to cpu; auto is cuda when available, else cpu. Precision auto (the default) is bf16\n"
@@ -44,7 +45,7 @@ int main(int argc, char** argv) {
     cli::Args args(argc, argv,
                    {"model", "width", "height", "input", "output", "scale", "out-width", "out-height", "device",
                     "precision", "model-version", "sparse-ratio", "kv-ratio", "local-range", "color-fix", "seed",
-                    "attention", "tile-width", "tile-height", "tile-overlap", "max-memory"},
+                    "attention", "tile-width", "tile-height", "tile-overlap", "tile-colour", "max-memory"},
                    {"quiet", "help"});
     if (args.has("help")) {
       std::fputs(kUsage, stdout);
@@ -73,7 +74,8 @@ int main(int argc, char** argv) {
     so.color_fix = parse_color_fix(args.str("color-fix", "adain"));
     so.seed = static_cast<uint64_t>(args.integer("seed", 0));
     so.attention = parse_attention_backend(args.str("attention", "auto"));
-    TileOptions tiling{args.integer("tile-width", 0), args.integer("tile-height", 0), args.integer("tile-overlap", 128)};
+    TileOptions tiling{args.integer("tile-width", 0), args.integer("tile-height", 0), args.integer("tile-overlap", 128),
+                    parse_tile_colour(args.str("tile-colour", "per-tile"))};
     if (args.has("max-memory"))
       tiling = tiles_for_memory(so, tiling.overlap, args.num("max-memory", 0.0),
                                 MemoryModel::measured(model->config(), so, model->dtype()));
