@@ -99,8 +99,7 @@ class TiledStream {
   const Model& model() const { return streams_.front()->model(); }
   int64_t out_width() const { return plan_.out_width; }
   int64_t out_height() const { return plan_.out_height; }
-  // The attention of the first tile (every tile has the same size, so the same plan, but the last
-  // row/column may be narrower when the frame is smaller than a tile).
+  // The attention of the first tile (every tile has the same size, so every tile has this plan).
   const AttentionPlan& attention() const { return streams_.front()->attention(); }
   // frames and chunks of the schedule; chunk_seconds_total summed over the tiles.
   StreamStats stats() const;
