@@ -53,6 +53,13 @@ void wait_for_device(at::Device device) {
   guard.getStream(device).synchronize();
 }
 
+// The tiling of `spec`: as set, or with max_memory_gib > 0 and no tile size, the memory model's choice.
+flashvsr::TileOptions tiling_for(const flashvsr::Model& model, const StreamSpec& spec) {
+  if (spec.max_memory_gib <= 0.0 || spec.tiling.enabled()) return spec.tiling;
+  return flashvsr::tiles_for_memory(spec.options, spec.tiling.overlap, spec.max_memory_gib,
+                                    flashvsr::MemoryModel::measured(model.config(), spec.options, model.dtype()));
+}
+
 double elapsed_ms(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
 }
@@ -82,7 +89,7 @@ void FrameMeta::stamp(GstBuffer* output) const {
 FrameWindow::FrameWindow(std::shared_ptr<const flashvsr::Model> model, const StreamSpec& spec,
                          const GstVideoInfo& in_info, const GstVideoInfo& out_info)
     : spec_(spec),
-      stream_(model, spec.options),
+      stream_(model, spec.options, tiling_for(*model, spec)),
       in_conv_(converter_for(in_info, model->device())),
       out_conv_(converter_for(out_info, model->device())),
       in_info_(in_info),

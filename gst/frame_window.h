@@ -18,6 +18,7 @@
 
 #include "engine.h"
 #include "frame_format.h"
+#include "tiling.h"
 
 #include <gst/video/video.h>
 
@@ -66,14 +67,16 @@ class FrameWindow {
     at::Tensor packed;  // the frame: uint8 [out layout size], on the engine's device
   };
 
-  // Sets up the engine stream of `spec` and the converters between the negotiated video and RGB on the
-  // model's device. Throws what the engine throws (e.g. Error(BadSettings) for an attention that cannot
-  // run, Error(BadFile) for a noise file without a usable 'noise' tensor).
+  // Sets up the engine stream of `spec` (tiled as spec.tiling says, or as the memory model chooses for
+  // spec.max_memory_gib) and the converters between the negotiated video and RGB on the model's device.
+  // Throws what the engine throws (e.g. Error(BadSettings) for an attention that cannot run, a tiling
+  // that does not fit, Error(BadFile) for a noise file without a usable 'noise' tensor).
   FrameWindow(std::shared_ptr<const flashvsr::Model> model, const StreamSpec& spec, const GstVideoInfo& in_info,
               const GstVideoInfo& out_info);
 
   const StreamSpec& spec() const { return spec_; }
-  const flashvsr::Stream& stream() const { return stream_; }
+  // The engine stream: one Stream, or one per tile when tiling is on (flashvsr::TiledStream).
+  const flashvsr::TiledStream& stream() const { return stream_; }
   const GstVideoInfo& in_info() const { return in_info_; }
   const GstVideoInfo& out_info() const { return out_info_; }
   // Frames given to the engine since the last reset.
@@ -112,7 +115,7 @@ class FrameWindow {
   void release_gaps();
 
   StreamSpec spec_;
-  flashvsr::Stream stream_;
+  flashvsr::TiledStream stream_;
   flashvsr::FrameConverter in_conv_, out_conv_;
   GstVideoInfo in_info_, out_info_;
   std::deque<Pending> pending_;

@@ -444,6 +444,8 @@ gst_flashvsr_setup_stream (GstFlashVsr * self, const GstVideoInfo in,
       "frames", what.c_str (), GST_VIDEO_INFO_NAME (&in),
       GST_VIDEO_INFO_NAME (&out), device.c_str (),
       (int) flashvsr::kMaxOutputDelayFrames);
+  GST_INFO_OBJECT (self, "tiling: %s",
+      priv->window->stream ().plan ().describe ().c_str ());
   const flashvsr::AttentionPlan & attention = priv->window->stream ().attention ();
   if (attention.backend_reason.empty ())
     GST_INFO_OBJECT (self, "attention backend: %s",
@@ -592,7 +594,8 @@ gst_flashvsr_time_first_chunk (GstFlashVsr * self, gboolean live)
   try {
     c10::InferenceMode inference;
     ms = flashvsr::time_first_chunk (gst_flashvsr_model (self),
-        priv->window->stream ().options ()) * 1000.0;
+        priv->window->stream ().options (),
+        priv->window->stream ().tiling ()) * 1000.0;
   }
   catch (const std::exception & e) {
     /* The stream's own first chunk will meet (and report) the same problem. */

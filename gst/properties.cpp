@@ -133,6 +133,33 @@ void install_properties(GObjectClass* klass) {
                           "golden fixture's input.safetensors); T must cover the stream. Applies from the next "
                           "stream",
                           DEFAULT_NOISE_FILE, playing));
+  // Spatial tiling (docs/element.md "Tiling").
+  g_object_class_install_property(
+      klass, PROP_TILE_WIDTH,
+      g_param_spec_int("tile-width", "Tile width",
+                       "Width of each tile in output pixels, a multiple of 128 (0: the frame is not split "
+                       "across); each tile is an engine stream of its own, blended into the frame; applies "
+                       "from the next stream",
+                       0, (gint)flashvsr::kMaxFrameSide, DEFAULT_TILE_WIDTH, playing));
+  g_object_class_install_property(
+      klass, PROP_TILE_HEIGHT,
+      g_param_spec_int("tile-height", "Tile height",
+                       "Height of each tile in output pixels, a multiple of 128 (0: the frame is not split "
+                       "down); applies from the next stream",
+                       0, (gint)flashvsr::kMaxFrameSide, DEFAULT_TILE_HEIGHT, playing));
+  g_object_class_install_property(
+      klass, PROP_TILE_OVERLAP,
+      g_param_spec_int("tile-overlap", "Tile overlap",
+                       "Output pixels neighbouring tiles share at least (blended across with a raised cosine); "
+                       "applies from the next stream",
+                       0, MAX_TILE_OVERLAP, DEFAULT_TILE_OVERLAP, playing));
+  g_object_class_install_property(
+      klass, PROP_MAX_MEMORY,
+      g_param_spec_double("max-memory", "Maximum device memory",
+                          "With tile-width and tile-height 0: GiB of device memory the stream may take; the "
+                          "fewest tiles whose estimate fits are chosen (memory model of the released model in "
+                          "bf16, docs/element.md); 0: no limit, untiled. Applies from the next stream",
+                          0.0, 1e6, DEFAULT_MAX_MEMORY, playing));
   // The element's counters (Measurements), read-only.
   auto counter = [&](guint id, const char* name, const char* nick, const char* blurb) {
     g_object_class_install_property(klass, id, g_param_spec_uint64(name, nick, blurb, 0, G_MAXUINT64, 0, ro));
@@ -193,6 +220,10 @@ bool set_setting(Settings& s, guint prop_id, const GValue* value, bool* size_cha
     case PROP_SEED: s.seed = g_value_get_uint64(value); break;
     case PROP_ATTENTION: s.attention = static_cast<GstFlashVsrAttention>(g_value_get_enum(value)); break;
     case PROP_NOISE_FILE: s.noise_file = string_or(value, ""); break;
+    case PROP_TILE_WIDTH: s.tile_width = g_value_get_int(value); break;
+    case PROP_TILE_HEIGHT: s.tile_height = g_value_get_int(value); break;
+    case PROP_TILE_OVERLAP: s.tile_overlap = g_value_get_int(value); break;
+    case PROP_MAX_MEMORY: s.max_memory = g_value_get_double(value); break;
     default: return false;
   }
   return true;
@@ -213,6 +244,10 @@ bool get_setting(const Settings& s, guint prop_id, GValue* value) {
     case PROP_SEED: g_value_set_uint64(value, s.seed); break;
     case PROP_ATTENTION: g_value_set_enum(value, s.attention); break;
     case PROP_NOISE_FILE: g_value_set_string(value, s.noise_file.empty() ? nullptr : s.noise_file.c_str()); break;
+    case PROP_TILE_WIDTH: g_value_set_int(value, s.tile_width); break;
+    case PROP_TILE_HEIGHT: g_value_set_int(value, s.tile_height); break;
+    case PROP_TILE_OVERLAP: g_value_set_int(value, s.tile_overlap); break;
+    case PROP_MAX_MEMORY: g_value_set_double(value, s.max_memory); break;
     default: return false;
   }
   return true;
@@ -234,7 +269,8 @@ bool StreamSpec::same_stream(const StreamSpec& other) const {
   return a.in_width == b.in_width && a.in_height == b.in_height && a.out_width == b.out_width &&
          a.out_height == b.out_height && a.lq_version == b.lq_version && a.sparse_ratio == b.sparse_ratio &&
          a.kv_ratio == b.kv_ratio && a.local_range == b.local_range && a.color_fix == b.color_fix &&
-         a.seed == b.seed && a.attention == b.attention && noise_file == other.noise_file;
+         a.seed == b.seed && a.attention == b.attention && noise_file == other.noise_file &&
+         tiling == other.tiling && max_memory_gib == other.max_memory_gib;
 }
 
 StreamSpec stream_spec(const Settings& s, const GstVideoInfo* in_info, const GstVideoInfo* out_info) {
@@ -262,6 +298,8 @@ StreamSpec stream_spec(const Settings& s, const GstVideoInfo* in_info, const Gst
     case GST_FLASHVSR_ATTENTION_CUDA: o.attention = flashvsr::AttentionBackend::Cuda; break;
   }
   spec.noise_file = s.noise_file;
+  spec.tiling = flashvsr::TileOptions{s.tile_width, s.tile_height, s.tile_overlap};
+  spec.max_memory_gib = s.max_memory;
   return spec;
 }
 

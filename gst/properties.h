@@ -6,6 +6,7 @@
 #pragma once
 
 #include "engine.h"
+#include "tiling.h"
 
 #include <gst/video/video.h>
 
@@ -77,6 +78,11 @@ G_END_DECLS
 #define DEFAULT_SEED 0
 #define DEFAULT_ATTENTION GST_FLASHVSR_ATTENTION_AUTO
 #define DEFAULT_NOISE_FILE NULL
+#define DEFAULT_TILE_WIDTH 0
+#define DEFAULT_TILE_HEIGHT 0
+#define DEFAULT_TILE_OVERLAP 128
+#define MAX_TILE_OVERLAP 4096
+#define DEFAULT_MAX_MEMORY 0.0
 
 namespace gstflashvsr {
 
@@ -101,6 +107,10 @@ enum {
   PROP_MEAN_CHUNK_MS,
   PROP_THROUGHPUT,
   PROP_FRAMES_DROPPED,
+  PROP_TILE_WIDTH,
+  PROP_TILE_HEIGHT,
+  PROP_TILE_OVERLAP,
+  PROP_MAX_MEMORY,
 };
 
 // Installs every property of the element's class (and marks the enum types as plugin API).
@@ -120,6 +130,9 @@ struct Settings {
   guint64 seed = DEFAULT_SEED;
   GstFlashVsrAttention attention = DEFAULT_ATTENTION;
   std::string noise_file;  // "" = seeded noise
+  int tile_width = DEFAULT_TILE_WIDTH, tile_height = DEFAULT_TILE_HEIGHT;  // output px; 0 = not split
+  int tile_overlap = DEFAULT_TILE_OVERLAP;
+  double max_memory = DEFAULT_MAX_MEMORY;  // GiB; 0 = no limit
 };
 
 // Sets the writable property `prop_id` (false for another id). *size_changed tells whether the output
@@ -137,6 +150,8 @@ flashvsr::LoadOptions load_options(const Settings& s);
 struct StreamSpec {
   flashvsr::StreamOptions options;
   std::string noise_file;  // "" = the seeded noise of options.seed
+  flashvsr::TileOptions tiling;  // as set; with max_memory > 0 and no tile size, chosen by the memory model
+  double max_memory_gib = 0.0;
   // Whether `other` makes the same stream (the output size is explicit, so `scale` does not count).
   bool same_stream(const StreamSpec& other) const;
 };

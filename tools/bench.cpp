@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "engine.h"
 #include "io/json.h"
+#include "tiling.h"
 #include "model_maker.h"
 
 #include <c10/core/CachingDeviceAllocator.h>
@@ -35,11 +36,15 @@ const char* kUsage =
     "       [--sizes 1408x768,1920x1080 (output sizes)] [--scale 4] [--frames 101] [--sparse-ratio 2.0]\n"
     "       [--local-range 11] [--kv-ratio 3.0] [--color-fix adain] [--attention auto,reference,cuda]\n"
     "       [--decoder-group 1] [--model-version 1.1] [--seed 0] [--compare BASELINE.jsonl]\n"
+    "       [--tile-width 0 --tile-height 0 (output px, multiples of 128; 0: not split) --tile-overlap 128]\n"
+    "       [--tile-colour per-tile|blended (where the colour fix runs when tiled)]\n"
+    "       [--max-memory GIB (choose the tiling from the memory model, docs/element.md \"Tiling\")]\n"
     "One JSON line per (variant, size, attention backend); each model is built or loaded once. --variant: the\n"
     "stage 3 of the random --preset model (tiny: TCDecoder, full: the Wan2.1 VAE decoder; a list runs them\n"
     "side by side), or how --model DIR is loaded (default auto: from its files). With --compare, each run is\n"
     "followed by a line {\"compare\": size, figure: {now, base, ratio}} against the saved run of the same\n"
-    "variant, output, attention, precision, frames, decoder group and cuDNN setting in BASELINE.jsonl.\n";
+    "variant, output, attention, precision, frames, decoder group, cuDNN setting and tiling in BASELINE.jsonl.\n"
+    "Tiled runs report \"tiles\"; their stage_ms are per tile stream and chunk_tflop sums the tiles.\n";
 
 std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> out;
@@ -168,8 +173,13 @@ void compare_with(const std::vector<Json>& baseline, const Json& now) {
   auto same = [&](const Json& b) {
     for (const char* key : {"output", "attention", "precision", "decoder_group", "frames", "cudnn_benchmark"})
       if (!b.contains(key) || b.at(key) != now.at(key)) return false;
-    // Runs saved before the Full variant existed are Tiny runs.
-    return b.value("variant", std::string("tiny")) == now.at("variant").get<std::string>();
+    // Runs saved before the Full variant existed are Tiny runs, and before tiling existed untiled.
+    if (b.value("variant", std::string("tiny")) != now.at("variant").get<std::string>()) return false;
+    auto tiles = [](const Json& r) {
+      return r.contains("tiles") ? r.at("tiles").get<std::string>()
+                                 : "1 tile (untiled) of " + r.at("output").get<std::string>();
+    };
+    return tiles(b) == tiles(now);
   };
   const Json* base = nullptr;
   for (const auto& b : baseline)
@@ -221,7 +231,13 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
   const auto frames = synthetic_frames(std::min<int64_t>(n, 240), so.in_height, so.in_width);
   auto frame = [&](int64_t i) { return frames.narrow(0, i % frames.size(0), 1); };
 
-  Stream stream(model, so);
+  TileOptions tiling{args.integer("tile-width", 0), args.integer("tile-height", 0), args.integer("tile-overlap", 128),
+                    parse_tile_colour(args.str("tile-colour", "per-tile"))};
+  if (args.has("max-memory"))
+    tiling = tiles_for_memory(so, tiling.overlap, args.num("max-memory", 0.0),
+                              MemoryModel::measured(model->config(), so, model->dtype()));
+  TiledStream stream(model, so, tiling);
+  const double estimate_gib = MemoryModel::measured(model->config(), so, model->dtype()).estimate_gib(stream.plan());
   // Device events per stage (CUDA), or host wall clock (CPU).
   const bool on_cuda = device.is_cuda();
   c10::Stream dstream = on_cuda ? c10::impl::getDeviceGuardImpl(device.type())->getStream(device)
@@ -300,12 +316,17 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
     peak_reserved = static_cast<double>(st.reserved_bytes[0].peak) / (1 << 30);
   }
   const double steady = median(chunk_s);
-  const Flops fl = steady_chunk_flops(model->config(), stream.padded_height(), stream.padded_width(), stream.attention());
+  const Stream& tile0 = stream.tile_stream(0);
+  Flops fl = steady_chunk_flops(model->config(), tile0.padded_height(), tile0.padded_width(), stream.attention());
+  for (double* v : {&fl.linear, &fl.attention, &fl.cross, &fl.lq, &fl.decoder}) *v *= stream.plan().tiles.size();
   std::ostringstream j;
   j.precision(4);
   j << "{\"variant\":\"" << variant_name(model->variant()) << "\",\"device\":\"" << device.str() << "\",\"precision\":\"" << dtype_name(model->dtype()) << "\",\"model\":\""
     << model->dir() << "\",\"output\":\"" << out_w << "x" << out_h << "\",\"input\":\"" << so.in_width << "x"
-    << so.in_height << "\",\"padded\":\"" << stream.padded_width() << "x" << stream.padded_height()
+    << so.in_height << "\",\"padded\":\"" << tile0.padded_width() << "x" << tile0.padded_height() << "\",\"tiles\":\""
+    << stream.plan().describe() << "\",\"tile_options\":\"" << tiling.width << "x" << tiling.height << "+" << tiling.overlap
+    << "\",\"tile_colour\":\"" << tile_colour_name(tiling.colour)
+    << "\",\"memory_model_gib\":" << estimate_gib
     << "\",\"sparse_ratio\":" << so.sparse_ratio << ",\"local_range\":" << so.local_range << ",\"kv_ratio\":"
     << so.kv_ratio << ",\"color_fix\":\"" << color_fix_name(so.color_fix) << "\",\"attention\":\""
     << attention_backend_name(so.attention) << "\",\"attention_backend\":\""
@@ -346,7 +367,8 @@ int main(int argc, char** argv) {
   try {
     cli::Args args(argc, argv,
                    {"model", "preset", "variant", "device", "precision", "sizes", "scale", "frames", "sparse-ratio",
-                    "local-range", "kv-ratio", "color-fix", "attention", "decoder-group", "model-version", "seed", "memory-every", "cudnn-benchmark", "compare"},
+                    "local-range", "kv-ratio", "color-fix", "attention", "decoder-group", "model-version", "seed", "memory-every", "cudnn-benchmark", "compare",
+                    "tile-width", "tile-height", "tile-overlap", "tile-colour", "max-memory"},
                    {"help"});
     if (args.has("help")) {
       std::fputs(kUsage, stdout);

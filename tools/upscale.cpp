@@ -3,6 +3,7 @@
 //   gst-launch-1.0 ... ! video/x-raw,format=RGB ! fdsink | flashvsr-upscale --model M --width W --height H | ...
 #include "cli.h"
 #include "engine.h"
+#include "tiling.h"
 
 #include <c10/core/InferenceMode.h>
 
@@ -20,6 +21,9 @@ const char* kUsage =
     "       [--precision auto|fp32|bf16|fp16] [--variant auto|tiny|full]\n"
     "       [--model-version 1.0|1.1] [--sparse-ratio 2.0] [--kv-ratio 3.0] [--local-range 11]\n"
     "       [--color-fix none|adain|wavelet] [--seed 0] [--attention auto|reference|cuda] [--quiet]\n"
+    "       [--tile-width 0 --tile-height 0 (output px, multiples of 128; 0: not split) --tile-overlap 128]\n"
+    "       [--tile-colour per-tile|blended (where the colour fix runs when tiled)]\n"
+    "       [--max-memory GIB (choose the tiling from the memory model, docs/element.md \"Tiling\")]\n"
     "Reads raw RGB24 frames of W x H, writes RGB24 frames of the output size, exactly one per input frame.\n"
     "The device defaults to cpu; auto is cuda when available, else cpu. Precision auto (the default) is bf16\n"
     "on CUDA and fp32 on the CPU. Variant auto (the default): Tiny when the model directory has TCDecoder.ckpt,\n"
@@ -42,7 +46,7 @@ int main(int argc, char** argv) {
     cli::Args args(argc, argv,
                    {"model", "width", "height", "input", "output", "scale", "out-width", "out-height", "device",
                     "precision", "variant", "model-version", "sparse-ratio", "kv-ratio", "local-range", "color-fix", "seed",
-                    "attention"},
+                    "attention", "tile-width", "tile-height", "tile-overlap", "tile-colour", "max-memory"},
                    {"quiet", "help"});
     if (args.has("help")) {
       std::fputs(kUsage, stdout);
@@ -72,7 +76,13 @@ int main(int argc, char** argv) {
     so.color_fix = parse_color_fix(args.str("color-fix", "adain"));
     so.seed = static_cast<uint64_t>(args.integer("seed", 0));
     so.attention = parse_attention_backend(args.str("attention", "auto"));
-    Stream stream(model, so);
+    TileOptions tiling{args.integer("tile-width", 0), args.integer("tile-height", 0), args.integer("tile-overlap", 128),
+                    parse_tile_colour(args.str("tile-colour", "per-tile"))};
+    if (args.has("max-memory"))
+      tiling = tiles_for_memory(so, tiling.overlap, args.num("max-memory", 0.0),
+                                MemoryModel::measured(model->config(), so, model->dtype()));
+    TiledStream stream(model, so, tiling);
+    if (!quiet) std::fprintf(stderr, "flashvsr-upscale: %s\n", stream.plan().describe().c_str());
 
     const std::string in_path = args.str("input", "-"), out_path = args.str("output", "-");
     FILE* in = in_path == "-" ? stdin : std::fopen(in_path.c_str(), "rb");

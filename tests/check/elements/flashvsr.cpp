@@ -11,6 +11,7 @@
 #include "model_maker.h"
 #include "io/safetensors.h"
 #include "test_support.h"
+#include "tiling.h"
 
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
@@ -1320,6 +1321,68 @@ TEST(Fixtures, ElementReproducesTheReferenceOutputOfEveryFixture) {
     ++checked;
   }
   EXPECT_GT(checked, 0);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Tiling: the element's frame path through flashvsr::TiledStream
+// ------------------------------------------------------------------------------------------------
+
+TEST(Tiling, TiledElementGivesEveryFrameAtTheOutputSizeAsTheTiledEngineDoes) {
+  // 48x40 -> 192x160 in 2x2 tiles of 128x128 (overlap >= 32).
+  const at::Tensor frames = random_frames(3, 40, 48, 21);
+  Harness run(element_line("tile-width=128 tile-height=128 tile-overlap=32"));
+  run.set_caps("video/x-raw,format=RGB,width=48,height=40,framerate=25/1");
+  ASSERT_EQ(run.push_rgb(frames), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  ASSERT_EQ(out.size(), 3u);
+  const GstVideoInfo info = run.output_info();
+  ASSERT_EQ(GST_VIDEO_INFO_WIDTH(&info), 192);
+  ASSERT_EQ(GST_VIDEO_INFO_HEIGHT(&info), 160);
+  c10::InferenceMode inference;
+  StreamOptions o;
+  o.in_width = 48;
+  o.in_height = 40;
+  TiledStream engine(Model::load(tiny_model_dir(), LoadOptions{at::kCPU, at::kFloat, {}}), o, TileOptions{128, 128, 32});
+  ASSERT_EQ(engine.plan().tiles.size(), 4u);
+  const at::Tensor a = engine.push(frames).frames, b = engine.finish().frames;
+  expect_equal_frames(rgb_of(info, out), at::cat({a, b}, 0), "2x2 tiles");
+}
+
+TEST(Tiling, PropertiesDefaultToUntiled) {
+  GstElement* e = make_element("");
+  GObjectClass* klass = G_OBJECT_GET_CLASS(e);
+  auto ispec = [&](const char* name) { return G_PARAM_SPEC_INT(g_object_class_find_property(klass, name)); };
+  EXPECT_EQ(ispec("tile-width")->default_value, 0);
+  EXPECT_EQ(ispec("tile-height")->default_value, 0);
+  EXPECT_EQ(ispec("tile-overlap")->default_value, 128);
+  EXPECT_EQ(G_PARAM_SPEC_DOUBLE(g_object_class_find_property(klass, "max-memory"))->default_value, 0.0);
+  for (const char* name : {"tile-width", "tile-height", "tile-overlap", "max-memory"})
+    EXPECT_GT(strlen(g_param_spec_get_blurb(g_object_class_find_property(klass, name))), 10u) << name;
+  gst_object_unref(e);
+}
+
+TEST(Tiling, TileNotAMultipleOf128IsRefusedAtNegotiationWithTheReason) {
+  Harness run(element_line("tile-width=100"));
+  GstBus* bus = run.bus();
+  run.set_caps("video/x-raw,format=RGB,width=48,height=40,framerate=25/1");
+  EXPECT_EQ(run.push_rgb(random_frames(1, 40, 48, 7)), GST_FLOW_NOT_NEGOTIATED);
+  GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+  ASSERT_NE(msg, nullptr);
+  const std::string text = checked_error_text(msg, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS);
+  EXPECT_NE(text.find("multiples of 128"), std::string::npos) << text;
+}
+
+TEST(Tiling, MaxMemoryThatNoTilingFitsIsRefusedAtNegotiationWithTheEstimate) {
+  // 1 GiB is below the memory model's base (the released model's weights and constants, 3.42 GiB).
+  Harness run(element_line("max-memory=1"));
+  GstBus* bus = run.bus();
+  run.set_caps("video/x-raw,format=RGB,width=48,height=40,framerate=25/1");
+  EXPECT_EQ(run.push_rgb(random_frames(1, 40, 48, 7)), GST_FLOW_NOT_NEGOTIATED);
+  GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+  ASSERT_NE(msg, nullptr);
+  const std::string text = checked_error_text(msg, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS);
+  EXPECT_NE(text.find("no tiling of 192x160 fits"), std::string::npos) << text;
 }
 
 // ------------------------------------------------------------------------------------------------
