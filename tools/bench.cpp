@@ -327,7 +327,7 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
     << stream.plan().describe() << "\",\"tile_options\":\"" << tiling.width << "x" << tiling.height << "+" << tiling.overlap
     << "\",\"tile_colour\":\"" << tile_colour_name(tiling.colour)
     << "\",\"memory_model_gib\":" << estimate_gib
-    << "\",\"sparse_ratio\":" << so.sparse_ratio << ",\"local_range\":" << so.local_range << ",\"kv_ratio\":"
+    << ",\"sparse_ratio\":" << so.sparse_ratio << ",\"local_range\":" << so.local_range << ",\"kv_ratio\":"
     << so.kv_ratio << ",\"color_fix\":\"" << color_fix_name(so.color_fix) << "\",\"attention\":\""
     << attention_backend_name(so.attention) << "\",\"attention_backend\":\""
     << attention_backend_name(stream.attention().backend) << "\",\"attention_slow_path\":\""
