@@ -1260,7 +1260,7 @@ TEST(Fixtures, FixtureModelsGiveTheEnginesOutput) {
     o.seed = static_cast<uint64_t>(p.at("seed").get<int64_t>());
 
     char props[512];
-    g_snprintf(props, sizeof props, "scale=%g model-version=%s sparse-ratio=%g kv-ratio=%g local-range=%d "
+    g_snprintf(props, sizeof props, "scale=%.17g model-version=%s sparse-ratio=%.17g kv-ratio=%.17g local-range=%d "
                "color-fix=%s seed=%" G_GUINT64_FORMAT, o.scale, p.at("model_version").get<std::string>().c_str(),
                o.sparse_ratio, o.kv_ratio, static_cast<int>(o.local_range),
                p.at("color_fix").get<std::string>().c_str(), static_cast<guint64>(o.seed));
