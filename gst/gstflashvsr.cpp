@@ -683,6 +683,17 @@ gst_flashvsr_set_caps (GstBaseTransform * trans, GstCaps * incaps,
     }
   }
 
+  /* 10/16-bit video: the engine takes 8-bit RGB frames today (flashvsr::Stream::push), so the deep codes
+   * are rounded to 8-bit RGB before the model; the output is written at its depth from the model's 8-bit
+   * frames (docs/element.md, 10-bit video). */
+  for (const GstVideoInfo * info : {&in_info, &out_info}) {
+    if (GST_VIDEO_INFO_COMP_DEPTH (info, 0) > 8)
+      GST_WARNING_OBJECT (self, "%s is %u-bit: the engine runs on 8-bit RGB, "
+          "so the frames pass through 8 bits per channel (no float input "
+          "path in the engine yet)", GST_VIDEO_INFO_NAME (info),
+          GST_VIDEO_INFO_COMP_DEPTH (info, 0));
+  }
+
   /* Frames of the previous caps leave with the previous caps: the base class sets the new src caps
    * only after this returns. */
   if (priv->window && priv->window->frames_in () > 0) {
