@@ -586,7 +586,8 @@ TEST_P(HostileTiny, TinyFramesUpscaleLikeTheEngine) {
 INSTANTIATE_TEST_SUITE_P(Hostile, HostileTiny,
                          ::testing::Values(TinyCase{"RGB", 1, 1}, TinyCase{"I420", 1, 1}, TinyCase{"NV12", 2, 2},
                                            TinyCase{"BGRx", 2, 2}, TinyCase{"RGB", 1, 16}, TinyCase{"I420", 16, 1},
-                                           TinyCase{"RGBA", 16, 16}),
+                                           TinyCase{"RGBA", 16, 16}, TinyCase{"P010_10LE", 1, 1},
+                                           TinyCase{"I420_10LE", 1, 16}, TinyCase{"Y444_16LE", 2, 2}),
                          [](const auto& info) {
                            return std::string(info.param.format) + "_" + std::to_string(info.param.w) + "x" +
                                   std::to_string(info.param.h);
