@@ -198,10 +198,11 @@ TEST(Pixels, OddSizedI420InAndOutEqualsEngineOutput) {
   expect_equal_frames(packed_frames(info, out), conv.from_rgb(engine_upscale(in.to_rgb(packed), {})), "I420 35x21");
 }
 
-TEST(Pixels, OddSizedP010InAndOutEqualsEngineOutputThroughEightBitRgb) {
+TEST(Pixels, OddSizedP010InAndOutEqualsEngineOutputThroughFloatRgb) {
   // 35x21 P010_10LE: 72-byte luma and chroma strides (70 and 72 bytes used), 18x11 chroma pairs; 140x84
-  // out. The engine takes 8-bit RGB: the element gives it the deep frames rounded to 8 bits
-  // (FrameConverter::to_rgb) and writes the 10-bit output from its 8-bit frames (docs/element.md).
+  // out. The deep frames keep their precision: the element gives the engine float RGB
+  // (FrameConverter::to_rgb_float, Stream::push_float) and writes the 10-bit output from its float frames
+  // (float_output, from_rgb_float; docs/element.md).
   Harness run(element_line());
   run.set_caps("video/x-raw,format=P010_10LE,width=35,height=21,framerate=25/1,colorimetry=bt2020");
   FrameConverter in(PixelFormat::P010_10LE, 35, 21, {YuvMatrix::BT2020, false}, at::kCPU);
@@ -215,7 +216,38 @@ TEST(Pixels, OddSizedP010InAndOutEqualsEngineOutputThroughEightBitRgb) {
   ASSERT_EQ(GST_VIDEO_INFO_WIDTH(&info), 140);
   EXPECT_EQ(info.colorimetry.matrix, GST_VIDEO_COLOR_MATRIX_BT2020);
   FrameConverter conv(PixelFormat::P010_10LE, 140, 84, {YuvMatrix::BT2020, false}, at::kCPU);
-  expect_equal_frames(packed_frames(info, out), conv.from_rgb(engine_upscale(in.to_rgb(packed), {})), "P010 35x21");
+  expect_equal_frames(packed_frames(info, out), engine_upscale_packed(in, packed, conv), "P010 35x21");
+  EXPECT_FALSE(at::equal(packed_frames(info, out), conv.from_rgb(engine_upscale(in.to_rgb(packed), {}))))
+      << "equal to the 8-bit path: the deep precision is lost";
+}
+
+// 10-bit input precision reaches the output: two P010_10LE gradients that round to the same 8-bit RGB
+// frames (grey 8-bit levels + 0.3 and - 0.3, checked below), through P010_10LE in and out, give different
+// output frames. Through 8-bit RGB (the element before the float path) they could not differ. The
+// outputs' distinct Y codes are no test here: a random-weight model's output is not grey, so even 8-bit
+// RGB frames give far more than 256 Y codes (measured 876 vs 877 on this gradient).
+TEST(Pixels, TenBitInputDifferencesBelowEightBitsReachTheP010Output) {
+  const int64_t w = 64, h = 32;
+  FrameConverter in(PixelFormat::P010_10LE, w, h, {YuvMatrix::BT2020, false}, at::kCPU);
+  const at::Tensor x = at::arange(w, at::kFloat).view({1, w}), y = at::arange(h, at::kFloat).view({h, 1});
+  const at::Tensor levels = (x * (200.0 / (w - 1.0))).round() + y + 10.0;  // [h, w] 8-bit grey levels 10..241
+  const at::Tensor grey = levels.view({1, h, w, 1}).expand({3, h, w, 3});
+  const at::Tensor up = in.from_rgb_float(grey + 0.3), down = in.from_rgb_float(grey - 0.3);
+  ASSERT_FALSE(at::equal(up, down));
+  ASSERT_TRUE(at::equal(in.to_rgb(up), in.to_rgb(down))) << "the two inputs must be one 8-bit input";
+
+  std::vector<at::Tensor> outputs;
+  for (const at::Tensor& packed : {up, down}) {
+    Harness run(element_line());
+    run.set_caps("video/x-raw,format=P010_10LE,width=64,height=32,framerate=25/1,colorimetry=bt2020",
+                 "video/x-raw,format=P010_10LE");
+    ASSERT_EQ(run.push_packed(packed), GST_FLOW_OK);
+    ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+    auto out = run.pull_all();
+    ASSERT_EQ(out.size(), 3u);
+    outputs.push_back(packed_frames(run.output_info(), out));
+  }
+  EXPECT_FALSE(at::equal(outputs[0], outputs[1])) << "the sub-8-bit difference of the inputs was lost";
 }
 
 TEST(Pixels, NonDefaultSettingsReachTheEngine) {
@@ -489,7 +521,9 @@ TEST_P(Formats, SinkFormatConvertsLikeTheFrameConverter) {
   ASSERT_EQ(out.size(), 2u);
   const GstVideoInfo out_info = run.output_info();
   ASSERT_EQ(GST_VIDEO_INFO_FORMAT(&out_info), GST_VIDEO_FORMAT_RGB);
-  expect_equal_frames(rgb_of(out_info, out), engine_upscale(conv.to_rgb(packed), {}), caps);
+  // 10/16-bit input enters the engine as float RGB (push_float), 8-bit as 8-bit RGB (push).
+  const at::Tensor rgb = bit_depth(*format) > 8 ? conv.to_rgb_float(packed) : conv.to_rgb(packed);
+  expect_equal_frames(rgb_of(out_info, out), engine_upscale(rgb, {}), caps);
 }
 
 TEST_P(Formats, SrcFormatConvertsLikeTheFrameConverter) {
@@ -507,7 +541,12 @@ TEST_P(Formats, SrcFormatConvertsLikeTheFrameConverter) {
   ASSERT_EQ(std::string(GST_VIDEO_INFO_NAME(&out_info)), fc.format);
   ASSERT_EQ(GST_VIDEO_INFO_WIDTH(&out_info), 128);
   FrameConverter conv(*pixel_format_of(GST_VIDEO_INFO_FORMAT(&out_info)), 128, 96, yuv_spec_of(out_info), at::kCPU);
-  expect_equal_frames(packed_frames(out_info, out), conv.from_rgb(engine_upscale(frames, {})), downstream);
+  // 10/16-bit output is written from the engine's float frames (float_output), 8-bit from its 8-bit frames.
+  StreamOptions o;
+  o.float_output = bit_depth(conv.format()) > 8;
+  const at::Tensor rgb = engine_upscale(frames, o);
+  expect_equal_frames(packed_frames(out_info, out), o.float_output ? conv.from_rgb_float(rgb) : conv.from_rgb(rgb),
+                      downstream);
 }
 
 // The chroma siting of the caps reaches the conversion both ways, also without a colorimetry field (which
