@@ -554,6 +554,21 @@ TEST(BicubicResizeFloat, RejectsIntegerFramesAndWrongSizes) {
   EXPECT_THROW(resize(at::zeros({1, 12, 16, 3}, at::kFloat)), Error);
 }
 
+TEST(BicubicResizeFloat, CudaMatchesCpu) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const at::Tensor frames = random_ten_bit_frames(3, 46, 70, 3, 15);
+  for (auto s : std::vector<std::vector<int64_t>>{{211, 139}, {280, 184}, {23, 17}}) {
+    const at::Tensor cpu = BicubicResize(70, 46, s[0], s[1], at::kCPU).resize_float(frames);
+    const at::Tensor gpu = BicubicResize(70, 46, s[0], s[1], at::Device(at::kCUDA, 0)).resize_float(frames.cuda());
+    EXPECT_TRUE(gpu.is_cuda());
+    // float32 sums in another order (fused multiply-adds): far below a 10-bit step (0.25).
+    EXPECT_LE((gpu.cpu() - cpu).abs().max().item<float>(), 1e-3f) << s[0] << "x" << s[1];
+  }
+  EXPECT_TRUE(rgb255_to_unit(frames.cuda(), at::kFloat).cpu().equal(rgb255_to_unit(frames, at::kFloat)));
+  const at::Tensor video = at::randn({1, 3, 2, 5, 7});
+  EXPECT_TRUE(unit_to_rgb255(video.cuda()).cpu().equal(unit_to_rgb255(video)));
+}
+
 // A 10-bit horizontal ramp (all 1024 codes) through the pre-processing of a 2x stream (float resize, then
 // [-1, 1]) keeps at least its 1024 levels; the same ramp as 8-bit frames has at most 256.
 TEST(TenBitPreprocessing, GradientKeepsMoreThan256Levels) {
