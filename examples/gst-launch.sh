@@ -3,7 +3,8 @@
 #
 # The flashvsr element from the command line: gst-launch-1.0 pipelines, ready to run.
 #
-#   examples/gst-launch.sh [options] file INPUT OUTPUT   upscale a video file into an H.264 MP4 file
+#   examples/gst-launch.sh [options] file INPUT OUTPUT   upscale a video file into an H.264 MP4 file (its audio
+#                                                        track, if any, re-encoded as AAC alongside)
 #   examples/gst-launch.sh [options] testsrc             live test pattern, upscaled, on the screen
 #   examples/gst-launch.sh [options] print ...           only print the gst-launch-1.0 line of file/testsrc
 #
@@ -16,6 +17,8 @@
 #   --frames N          [FLASHVSR_FRAMES]     stop after N frames (default: whole file / testsrc runs until ^C)
 #   --width W --height H                      testsrc picture size (default 320x180; 64x48 is quick on a CPU)
 #   --sink ELEMENT      [FLASHVSR_SINK]       testsrc display (default autovideosink; fakesink for no display)
+#   --audio MODE        [FLASHVSR_AUDIO]      file mode: auto (default: keep the audio track when the input
+#                                             has one; none with --frames) | keep | none
 #
 # The plugin must be found: GST_PLUGIN_PATH=<build>/gst (set here to ./build/gst when unset and present).
 #
@@ -46,13 +49,14 @@
 #   ERROR: pipeline doesn't want to preroll.
 set -euo pipefail
 
-usage() { sed -n '4,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '4,23p' "$0" | sed 's/^# \{0,1\}//'; }
 
 model_dir=${FLASHVSR_MODEL_DIR:-}
 device=${FLASHVSR_DEVICE:-auto}
 precision=${FLASHVSR_PRECISION:-auto}
 frames=${FLASHVSR_FRAMES:-}
 sink=${FLASHVSR_SINK:-autovideosink}
+audio=${FLASHVSR_AUDIO:-auto}
 width=320
 height=180
 
@@ -65,6 +69,7 @@ while [ $# -gt 0 ]; do
     --width) width=${2:?--width needs a value}; shift 2 ;;
     --height) height=${2:?--height needs a value}; shift 2 ;;
     --sink) sink=${2:?--sink needs a value}; shift 2 ;;
+    --audio) audio=${2:?--audio needs a value}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; break ;;
     -*) echo "gst-launch.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -86,6 +91,10 @@ if [ -n "$frames" ] && ! [[ "$frames" =~ ^[1-9][0-9]*$ ]]; then
   echo "gst-launch.sh: --frames must be a positive integer" >&2
   exit 2
 fi
+case "$audio" in
+  auto|keep|none) ;;
+  *) echo "gst-launch.sh: --audio must be auto, keep or none" >&2; exit 2 ;;
+esac
 if ! [[ "$width" =~ ^[1-9][0-9]*$ && "$height" =~ ^[1-9][0-9]*$ ]]; then
   echo "gst-launch.sh: --width and --height must be positive integers" >&2
   exit 2
@@ -110,13 +119,35 @@ case "$mode" in
     # The queue in front matters: a decoder linked to identity directly may push a few more frames after
     # the EOS answer.
     if [ -n "$frames" ]; then limit=(queue ! identity "eos-after=$((frames + 1))" !); fi
-    # decodebin picks the video stream's decoder; videoconvert gives the element a format it takes
-    # (RGB, RGBx, BGRx, RGBA, BGRA, I420, NV12: decoders' I420/NV12 pass through unconverted); the second
-    # videoconvert feeds the encoder; progressreport prints the position every 5 seconds.
+    # auto: does the input have an audio track? A short probe: decodebin's first raw audio buffer ends it
+    # (identity eos-after=1, exit 0); without audio no pad links and the demuxer stops at once with
+    # not-linked (non-zero exit). A branch to the muxer for a track that does not exist would never end.
+    # With --frames the video stops early while the audio would run to the end: auto drops the audio then.
+    if [ "$audio" = auto ]; then
+      audio=none
+      if [ -n "$frames" ]; then :
+      elif [ "$dry_run" = 1 ] && [ ! -f "$input" ]; then audio=keep
+      elif [ -f "$input" ] && timeout 30 gst-launch-1.0 -q filesrc "location=$input" ! decodebin ! audio/x-raw \
+          ! identity eos-after=1 ! fakesink >/dev/null 2>&1; then audio=keep
+      fi
+    fi
+    # decodebin picks each stream's decoder; videoconvert gives the element a format it takes (RGB, RGBx,
+    # BGRx, RGBA, BGRA, I420, NV12, I420_10LE, P010_10LE, Y444_16LE: decoders' output passes through
+    # unconverted); the second videoconvert feeds the encoder; progressreport prints the position every
+    # 5 seconds. The audio (keep) is decoded and re-encoded as AAC into the same MP4: its queue holds up
+    # to 60 s so that the demuxer is never blocked on audio while the video waits for the element's
+    # look-ahead and the encoder's (a bounded audio queue there stalls both branches).
+    audio_branch=()
+    if [ "$audio" = keep ]; then
+      audio_branch=(d. ! queue max-size-time=60000000000 max-size-bytes=0 max-size-buffers=0
+        ! audioconvert ! audioresample ! avenc_aac ! queue ! m.)
+    fi
     cmd=(gst-launch-1.0 -e
-      filesrc "location=$input" ! decodebin ! videoconvert ! "${limit[@]}"
+      filesrc "location=$input" ! decodebin name=d
+      d. ! queue ! videoconvert ! "${limit[@]}"
       "${upscaler[@]}" ! progressreport update-freq=5 ! videoconvert
-      ! x264enc speed-preset=veryfast ! mp4mux ! filesink "location=$output")
+      ! x264enc speed-preset=veryfast ! queue ! mp4mux name=m ! filesink "location=$output"
+      "${audio_branch[@]}")
     ;;
   testsrc)
     [ $# -eq 0 ] || { echo "gst-launch.sh: testsrc takes no arguments" >&2; exit 2; }

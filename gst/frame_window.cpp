@@ -60,6 +60,13 @@ flashvsr::TileOptions tiling_for(const flashvsr::Model& model, const StreamSpec&
                                     flashvsr::MemoryModel::measured(model.config(), spec.options, model.dtype()));
 }
 
+// The spec's stream options, with float output for a 10/16-bit output format.
+flashvsr::StreamOptions stream_options(const StreamSpec& spec, const GstVideoInfo& out_info) {
+  flashvsr::StreamOptions o = spec.options;
+  o.float_output = flashvsr::bit_depth(*pixel_format_of(GST_VIDEO_INFO_FORMAT(&out_info))) > 8;
+  return o;
+}
+
 double elapsed_ms(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
 }
@@ -89,11 +96,12 @@ void FrameMeta::stamp(GstBuffer* output) const {
 FrameWindow::FrameWindow(std::shared_ptr<const flashvsr::Model> model, const StreamSpec& spec,
                          const GstVideoInfo& in_info, const GstVideoInfo& out_info)
     : spec_(spec),
-      stream_(model, spec.options, tiling_for(*model, spec)),
+      stream_(model, stream_options(spec, out_info), tiling_for(*model, spec)),
       in_conv_(converter_for(in_info, model->device())),
       out_conv_(converter_for(out_info, model->device())),
       in_info_(in_info),
-      out_info_(out_info) {
+      out_info_(out_info),
+      float_input_(flashvsr::bit_depth(in_conv_.format()) > 8) {
   if (!spec.noise_file.empty()) stream_.set_noise_source(noise_from_file(spec.noise_file));
 }
 
@@ -133,7 +141,8 @@ FrameWindow::Step FrameWindow::push(GstBuffer* input) {
 
   Step step;
   const auto t0 = std::chrono::steady_clock::now();
-  const flashvsr::PushResult result = stream_.push(in_conv_.to_rgb(packed));
+  const flashvsr::PushResult result =
+      float_input_ ? stream_.push_float(in_conv_.to_rgb_float(packed)) : stream_.push(in_conv_.to_rgb(packed));
   queue_outputs(result.frames);
   if (result.chunks > 0) {
     wait_for_device(device);
@@ -201,8 +210,10 @@ void FrameWindow::release_gaps() {
 
 void FrameWindow::queue_outputs(const at::Tensor& rgb) {
   const int64_t m = rgb.size(0);
-  // [m, H, W, 3] RGB -> [m, out size] in the output layout, on the device.
-  const at::Tensor packed = m > 0 ? out_conv_.from_rgb(rgb).contiguous() : at::Tensor();
+  // [m, H, W, 3] RGB (uint8, or float in [0, 255] for a deep output) -> [m, out size] in the output
+  // layout, on the device.
+  at::Tensor packed;
+  if (m > 0) packed = (float_output() ? out_conv_.from_rgb_float(rgb) : out_conv_.from_rgb(rgb)).contiguous();
   for (int64_t i = 0; i < m; ++i) {
     release_gaps();
     if (pending_.empty())

@@ -10,6 +10,8 @@
 //
 //   buffer --read_planes--> packed [1, in size] (pinned on CUDA) --to_rgb--> Stream::push
 //          --from_rgb--> packed [m, out size] on the device --> ready queue --pop()--> write():
+//   (10/16-bit input: --to_rgb_float--> Stream::push_float; 10/16-bit output: the stream's float
+//   frames --from_rgb_float-->, so the deep formats keep their precision through the engine;)
 //          one copy into the mapped output buffer (straight from the device when the buffer's planes
 //          are the packed layout, else through pinned memory)
 #pragma once
@@ -79,6 +81,10 @@ class FrameWindow {
   const flashvsr::TiledStream& stream() const { return stream_; }
   const GstVideoInfo& in_info() const { return in_info_; }
   const GstVideoInfo& out_info() const { return out_info_; }
+  // Whether frames enter the engine as float RGB (10/16-bit input: Stream::push_float) and leave it as
+  // float RGB (10/16-bit output: StreamOptions::float_output); else as 8-bit RGB.
+  bool float_input() const { return float_input_; }
+  bool float_output() const { return stream_.options().float_output; }
   // Frames given to the engine since the last reset.
   int64_t frames_in() const { return stream_.stats().frames_in; }
   // Frames inside the engine (pushed, not yet ready).
@@ -118,6 +124,7 @@ class FrameWindow {
   flashvsr::TiledStream stream_;
   flashvsr::FrameConverter in_conv_, out_conv_;
   GstVideoInfo in_info_, out_info_;
+  bool float_input_ = false;
   std::deque<Pending> pending_;
   std::deque<Output> ready_;
   bool discont_next_ = true;  // mark the next input's output DISCONT (the first after a reset)

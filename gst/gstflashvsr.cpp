@@ -774,6 +774,18 @@ gst_flashvsr_set_caps (GstBaseTransform * trans, GstCaps * incaps,
     }
   }
 
+  /* 10/16-bit video keeps its precision through the engine: float RGB in (Stream::push_float) and out
+   * (float_output, FrameConverter::from_rgb_float); 8-bit video goes through 8-bit RGB as the reference
+   * does (docs/element.md, 10-bit video). */
+  GST_INFO_OBJECT (self, "frame path: %s (%u-bit) into the engine as %s, "
+      "%s (%u-bit) out of it from %s", GST_VIDEO_INFO_NAME (&in_info),
+      GST_VIDEO_INFO_COMP_DEPTH (&in_info, 0),
+      GST_VIDEO_INFO_COMP_DEPTH (&in_info, 0) > 8 ? "float RGB (push_float)" :
+      "8-bit RGB (push)", GST_VIDEO_INFO_NAME (&out_info),
+      GST_VIDEO_INFO_COMP_DEPTH (&out_info, 0),
+      GST_VIDEO_INFO_COMP_DEPTH (&out_info, 0) > 8 ? "float RGB frames" :
+      "8-bit RGB frames");
+
   /* Frames of the previous caps leave with the previous caps: the base class sets the new src caps
    * only after this returns. */
   if (priv->window && priv->window->frames_in () > 0) {

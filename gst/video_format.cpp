@@ -18,6 +18,9 @@ constexpr Format kFormats[] = {
     {GST_VIDEO_FORMAT_BGRx, flashvsr::PixelFormat::BGRx}, {GST_VIDEO_FORMAT_RGBA, flashvsr::PixelFormat::RGBA},
     {GST_VIDEO_FORMAT_BGRA, flashvsr::PixelFormat::BGRA}, {GST_VIDEO_FORMAT_I420, flashvsr::PixelFormat::I420},
     {GST_VIDEO_FORMAT_NV12, flashvsr::PixelFormat::NV12},
+    {GST_VIDEO_FORMAT_I420_10LE, flashvsr::PixelFormat::I420_10LE},
+    {GST_VIDEO_FORMAT_P010_10LE, flashvsr::PixelFormat::P010_10LE},
+    {GST_VIDEO_FORMAT_Y444_16LE, flashvsr::PixelFormat::Y444_16LE},
 };
 
 }  // namespace

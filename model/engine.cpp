@@ -274,7 +274,9 @@ StreamStats Stream::stats() const {
 
 PushResult Stream::nothing_ready() const {
   PushResult r;
-  r.frames = at::empty({0, out_h_, out_w_, 3}, at::TensorOptions().dtype(at::kByte).device(model_->device()));
+  r.frames = at::empty({0, out_h_, out_w_, 3}, at::TensorOptions()
+                                                    .dtype(options_.float_output ? at::kFloat : at::kByte)
+                                                    .device(model_->device()));
   return r;
 }
 
@@ -291,6 +293,20 @@ PushResult Stream::push(const at::Tensor& lr) {
   return append(resize_ ? (*resize_)(x) : x);
 }
 
+PushResult Stream::push_float(const at::Tensor& lr) {
+  c10::InferenceMode inference;
+  if (lr.dim() != 4 || lr.size(1) != options_.in_height || lr.size(2) != options_.in_width || lr.size(3) != 3 ||
+      !at::isFloatingType(lr.scalar_type()))
+    throw Error(Error::Kind::BadInput, "frames have shape " + shape_string(lr.sizes().vec()) + " and dtype " +
+                                           std::string(c10::toString(lr.scalar_type())) + ", expected floating [n, " +
+                                           std::to_string(options_.in_height) + ", " + std::to_string(options_.in_width) +
+                                           ", 3] in [0, 255]");
+  mark(Stage::Preprocess, true);
+  // float32 [n, in_h, in_w, 3] -> [n, out_h, out_w, 3] in [0, 255]
+  auto x = lr.to(model_->device(), at::kFloat, /*non_blocking=*/true).contiguous();
+  return append(resize_ ? resize_->resize_float(x) : x.clamp(0.0, 255.0));
+}
+
 PushResult Stream::push_resized(const at::Tensor& hr) {
   c10::InferenceMode inference;
   if (hr.dim() != 4 || hr.size(1) != out_h_ || hr.size(2) != out_w_ || hr.size(3) != 3 || hr.scalar_type() != at::kByte)
@@ -301,14 +317,15 @@ PushResult Stream::push_resized(const at::Tensor& hr) {
   return append(hr.to(model_->device(), /*non_blocking=*/true).contiguous());
 }
 
-PushResult Stream::append(const at::Tensor& hr_u8) {
+PushResult Stream::append(const at::Tensor& hr) {
   if (state_.finished) throw Error(Error::Kind::BadInput, "frames pushed after finish(): reset() the stream first");
-  if (hr_u8.size(0) == 0) {
+  if (hr.size(0) == 0) {
     mark(Stage::Preprocess, false);
     return nothing_ready();
   }
-  // [n, H, W, 3] u8 -> [1, 3, n, Hp, Wp] in [-1, 1]
-  auto lq = pad_to_multiple(u8_to_unit(hr_u8, model_->dtype()), 128);
+  // [n, H, W, 3] u8 or float in [0, 255] -> [1, 3, n, Hp, Wp] in [-1, 1]
+  const at::ScalarType dtype = model_->dtype();
+  auto lq = pad_to_multiple(hr.scalar_type() == at::kByte ? u8_to_unit(hr, dtype) : rgb255_to_unit(hr, dtype), 128);
   for (int64_t i = 0; i < lq.size(2); ++i) state_.lq_frames.push_back(lq[0].select(1, i));
   state_.frames_in += lq.size(2);
   mark(Stage::Preprocess, false);
@@ -428,7 +445,7 @@ at::Tensor Stream::run_chunk(const ChunkPlan& plan) {
   }
   mark(Stage::Colour, true);
   auto video = colour_correct(hq, crop(cond), options_.color_fix);
-  auto out = unit_to_u8(video);  // [n, H, W, 3]
+  auto out = options_.float_output ? unit_to_rgb255(video) : unit_to_u8(video);  // [n, H, W, 3]
   mark(Stage::Colour, false);
   // Frames past the real ones (padding of the last chunk) are not emitted.
   const int64_t keep = std::min(plan.output.size(), state_.frames_in - plan.output.begin);

@@ -130,6 +130,10 @@ struct StreamOptions {
   uint64_t seed = 0;
   AttentionBackend attention = AttentionBackend::Auto;
   int64_t decoder_group = 1;  // latent frames per decoder pass (memory vs. parallelism)
+  // true: PushResult::frames are float32 in [0, 255], (x + 1) * 127.5 clamped and not rounded
+  // (unit_to_rgb255), for deep output formats (FrameConverter::from_rgb_float); the uint8 frames are their
+  // round. false: uint8 (unit_to_u8).
+  bool float_output = false;
 };
 
 // Noise for latent frames [first, first + count): [1, 16, count, Hp/8, Wp/8] (any device/dtype).
@@ -168,9 +172,11 @@ struct StreamStats {
   double chunk_seconds_total = 0.0;  // host wall time spent running chunks (enqueue time on CUDA)
 };
 
-// What one push(), push_resized() or finish() did.
+// What one push(), push_float(), push_resized() or finish() did.
 struct PushResult {
-  at::Tensor frames;         // the HR frames that became ready: uint8 [m, out_height, out_width, 3] on the device
+  // The HR frames that became ready: [m, out_height, out_width, 3] on the device, uint8 (float32 in [0, 255]
+  // with StreamOptions::float_output).
+  at::Tensor frames;
   int64_t chunks = 0;        // chunks run by this call
   bool first_chunk = false;  // chunk 0 (the stream's first and slowest: 25 frames in, 21 out) was among them
   double seconds = 0.0;      // host wall time of those chunks (enqueue time on CUDA: the device may still run)
@@ -183,6 +189,11 @@ class Stream {
   // lr: uint8 [n, in_height, in_width, 3] RGB on any device. Returns the HR frames that became ready,
   // uint8 [m, out_height, out_width, 3] on the model's device (m may be 0), and the chunks that made them.
   PushResult push(const at::Tensor& lr);
+  // lr: floating [n, in_height, in_width, 3] RGB in [0, 255] (FrameConverter::to_rgb_float: 10/16-bit
+  // frames), any device. Resized with push()'s Pillow taps, unquantised and unrounded
+  // (BicubicResize::resize_float), then x / 255 * 2 - 1 as u8_to_unit does: integral frames with no resize
+  // give push()'s result bit for bit. Returns as push().
+  PushResult push_float(const at::Tensor& lr);
   // Same, for frames already resized to the output size (uint8 [n, out_height, out_width, 3]).
   PushResult push_resized(const at::Tensor& hr);
   // Pads with copies of the last frame, runs the remaining chunks and returns every frame not yet
@@ -207,7 +218,7 @@ class Stream {
   int64_t held_frames() const { return static_cast<int64_t>(state_.lq_frames.size()); }
 
  private:
-  PushResult append(const at::Tensor& hr_u8);
+  PushResult append(const at::Tensor& hr);  // uint8, or float32 in [0, 255]: [n, out_h, out_w, 3]
   PushResult run_ready_chunks();
   at::Tensor run_chunk(const ChunkPlan& plan);
   at::Tensor frames(int64_t begin, int64_t end) const;  // [1, 3, n, Hp, Wp]

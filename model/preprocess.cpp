@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // Pre- and post-processing of frames (spec section 1): PIL-compatible bicubic resampling with torch ops,
-// uint8 <-> [-1, 1] mapping and edge-replication padding.
+// (and its unquantised float variant), uint8 / float <-> [-1, 1] mapping and edge-replication padding.
 #include "preprocess.h"
 
 #include "error.h"
@@ -36,9 +36,10 @@ int32_t quantise(double w) {
 
 // Host-side coefficients of one axis: in -> out samples, `ksize` taps per output sample.
 //   index  int64 [out, ksize]: source sample of each tap (taps past the window repeat a valid index);
-//   weight int32 [out, ksize]: fixed-point weight of each tap (0 past the window).
+//   weight int32 [out, ksize]: fixed-point weight of each tap (0 past the window);
+//   weight_float [out, ksize]: the same normalised weights before quantisation.
 void precompute_axis(int64_t in, int64_t out, std::vector<int64_t>& index, std::vector<int32_t>& weight,
-                     int64_t& ksize) {
+                     std::vector<float>& weight_float, int64_t& ksize) {
   const double scale = static_cast<double>(in) / static_cast<double>(out);
   const double filterscale = scale < 1.0 ? 1.0 : scale;  // widen the kernel when down-scaling
   const double support = 2.0 * filterscale;
@@ -46,6 +47,7 @@ void precompute_axis(int64_t in, int64_t out, std::vector<int64_t>& index, std::
   ksize = static_cast<int64_t>(std::ceil(support)) * 2 + 1;
   index.assign(static_cast<size_t>(out * ksize), 0);
   weight.assign(static_cast<size_t>(out * ksize), 0);
+  weight_float.assign(static_cast<size_t>(out * ksize), 0.0f);
   std::vector<double> w(static_cast<size_t>(ksize));
   for (int64_t xx = 0; xx < out; ++xx) {
     const double center = (static_cast<double>(xx) + 0.5) * scale;
@@ -67,9 +69,11 @@ void precompute_axis(int64_t in, int64_t out, std::vector<int64_t>& index, std::
       if (x < xmax) {
         const double nw = sum != 0.0 ? w[static_cast<size_t>(x)] / sum : w[static_cast<size_t>(x)];
         weight[at] = quantise(nw);
+        weight_float[at] = static_cast<float>(nw);
         index[at] = xmin + x;
       } else {
         weight[at] = 0;
+        weight_float[at] = 0.0f;
         index[at] = xmax > 0 ? xmin + xmax - 1 : (xmin < in ? xmin : in - 1);  // any valid index
       }
     }
@@ -105,6 +109,20 @@ at::Tensor resample_pass(const at::Tensor& frames, int64_t dim, const at::Tensor
   return at::bitwise_right_shift(acc, kPrecisionBits).clamp_(0, 255).to(at::kByte);
 }
 
+// The same pass on float32 frames [n, H, W, C] with float32 weights [out, ksize]: no rounding, no clipping.
+at::Tensor resample_pass_float(const at::Tensor& frames, int64_t dim, const at::Tensor& index,
+                               const at::Tensor& weight) {
+  const int64_t out = index.size(0);
+  std::vector<int64_t> wshape{out, 1};
+  if (dim == 1) wshape.push_back(1);
+  std::vector<int64_t> acc_shape = frames.sizes().vec();
+  acc_shape[static_cast<size_t>(dim)] = out;
+  at::Tensor acc = at::zeros(acc_shape, frames.options());  // float32 [n, H', W', C]
+  for (int64_t k = 0; k < index.size(1); ++k)
+    acc.add_(frames.index_select(dim, index.select(1, k)).mul_(weight.select(1, k).view(wshape)));
+  return acc;
+}
+
 }  // namespace
 
 BicubicResize::BicubicResize(int64_t in_width, int64_t in_height, int64_t out_width, int64_t out_height,
@@ -128,19 +146,22 @@ BicubicResize::BicubicResize(int64_t in_width, int64_t in_height, int64_t out_wi
     if (!pass.needed) return;
     std::vector<int64_t> index;
     std::vector<int32_t> weight;
+    std::vector<float> weight_float;
     int64_t ksize = 0;
-    precompute_axis(in, out, index, weight, ksize);
+    precompute_axis(in, out, index, weight, weight_float, ksize);
     pass.index = at::tensor(index, at::TensorOptions().dtype(at::kLong)).view({out, ksize}).to(device);
     pass.weight = at::tensor(weight, at::TensorOptions().dtype(at::kInt)).view({out, ksize}).to(device);
+    pass.weight_float = at::tensor(weight_float, at::TensorOptions().dtype(at::kFloat)).view({out, ksize}).to(device);
   };
   make(in_width, out_width, horizontal_);
   make(in_height, out_height, vertical_);
 }
 
-at::Tensor BicubicResize::operator()(const at::Tensor& frames) const {
+void BicubicResize::check_frames(const at::Tensor& frames, bool floating) const {
   if (!frames.defined()) throw Error(Error::Kind::BadInput, "bicubic resize: frames tensor is undefined");
-  if (frames.scalar_type() != at::kByte) {
-    throw Error(Error::Kind::BadInput, std::string("bicubic resize: expected uint8 frames, found ") +
+  if (floating ? !at::isFloatingType(frames.scalar_type()) : frames.scalar_type() != at::kByte) {
+    throw Error(Error::Kind::BadInput, std::string("bicubic resize: expected ") +
+                                           (floating ? "floating" : "uint8") + " frames, found " +
                                            c10::toString(frames.scalar_type()));
   }
   if (frames.dim() != 4 || frames.size(1) != in_h_ || frames.size(2) != in_w_ || frames.size(3) < 1) {
@@ -155,10 +176,22 @@ at::Tensor BicubicResize::operator()(const at::Tensor& frames) const {
     msg << "bicubic resize: expected frames on " << probe.device() << ", found " << frames.device();
     throw Error(Error::Kind::BadInput, msg.str());
   }
+}
+
+at::Tensor BicubicResize::operator()(const at::Tensor& frames) const {
+  check_frames(frames, false);
   at::Tensor x = frames;  // uint8 [n, in_h, in_w, C]
   if (horizontal_.needed) x = resample_pass(x, 2, horizontal_.index, horizontal_.weight);  // [n, in_h, out_w, C]
   if (vertical_.needed) x = resample_pass(x, 1, vertical_.index, vertical_.weight);        // [n, out_h, out_w, C]
   return x.contiguous();
+}
+
+at::Tensor BicubicResize::resize_float(const at::Tensor& frames) const {
+  check_frames(frames, true);
+  at::Tensor x = frames.to(at::kFloat);  // float32 [n, in_h, in_w, C]
+  if (horizontal_.needed) x = resample_pass_float(x, 2, horizontal_.index, horizontal_.weight_float);
+  if (vertical_.needed) x = resample_pass_float(x, 1, vertical_.index, vertical_.weight_float);
+  return x.clamp(0.0, 255.0).contiguous();  // float32 [n, out_h, out_w, C]
 }
 
 int64_t scaled_size(int64_t size, double scale) {
@@ -191,6 +224,39 @@ int64_t scaled_size(int64_t size, double scale) {
   return r;
 }
 
+namespace {
+
+// float32 [n, H, W, 3] in [0, 255] (a fresh tensor, changed in place) -> [1, 3, n, H, W] of `dtype`.
+at::Tensor unit_of_rgb255(at::Tensor x, at::ScalarType dtype) {
+  // x / 255 * 2 - 1, in this order of operations. The divisor is a 0-dim tensor on the frames' device: a
+  // host scalar divisor lets CUDA multiply by the reciprocal instead (1 ulp off).
+  x.div_(at::scalar_tensor(255.0, x.options())).mul_(2.0).sub_(1.0);
+  return x.permute({3, 0, 1, 2}).unsqueeze(0).to(dtype).contiguous();
+}
+
+void check_unit_dtype(const char* what, at::ScalarType dtype) {
+  if (!at::isFloatingType(dtype))
+    throw Error(Error::Kind::BadSettings,
+                std::string(what) + ": expected a floating dtype, found " + c10::toString(dtype));
+}
+
+// [1, 3, n, H, W] in [-1, 1] -> float32 [3, n, H, W] = (x + 1) * 127.5, NaN as 0 (not clamped).
+at::Tensor rgb255_of_unit(const char* what, const at::Tensor& video_NCFHW) {
+  if (!video_NCFHW.defined()) throw Error(Error::Kind::BadInput, std::string(what) + ": video tensor is undefined");
+  if (!at::isFloatingType(video_NCFHW.scalar_type())) {
+    throw Error(Error::Kind::BadInput, std::string(what) + ": expected a floating video, found " +
+                                           c10::toString(video_NCFHW.scalar_type()));
+  }
+  if (video_NCFHW.dim() != 5 || video_NCFHW.size(0) != 1 || video_NCFHW.size(1) != 3) {
+    throw Error(Error::Kind::BadInput,
+                std::string(what) + ": expected video [1, 3, n, H, W], found " + sizes_string(video_NCFHW));
+  }
+  at::Tensor x = video_NCFHW.select(0, 0).to(at::kFloat).add(1.0).mul_(127.5);
+  return at::nan_to_num(x, 0.0);
+}
+
+}  // namespace
+
 at::Tensor u8_to_unit(const at::Tensor& frames_NHWC, at::ScalarType dtype) {
   if (!frames_NHWC.defined()) throw Error(Error::Kind::BadInput, "u8_to_unit: frames tensor is undefined");
   if (frames_NHWC.scalar_type() != at::kByte) {
@@ -201,33 +267,36 @@ at::Tensor u8_to_unit(const at::Tensor& frames_NHWC, at::ScalarType dtype) {
     throw Error(Error::Kind::BadInput,
                 "u8_to_unit: expected frames [n, H, W, 3], found " + sizes_string(frames_NHWC));
   }
-  if (!at::isFloatingType(dtype)) {
-    throw Error(Error::Kind::BadSettings,
-                std::string("u8_to_unit: expected a floating dtype, found ") + c10::toString(dtype));
+  check_unit_dtype("u8_to_unit", dtype);
+  return unit_of_rgb255(frames_NHWC.to(at::kFloat), dtype);  // [1, 3, n, H, W]
+}
+
+at::Tensor rgb255_to_unit(const at::Tensor& frames_NHWC, at::ScalarType dtype) {
+  if (!frames_NHWC.defined()) throw Error(Error::Kind::BadInput, "rgb255_to_unit: frames tensor is undefined");
+  if (!at::isFloatingType(frames_NHWC.scalar_type())) {
+    throw Error(Error::Kind::BadInput, std::string("rgb255_to_unit: expected floating frames, found ") +
+                                           c10::toString(frames_NHWC.scalar_type()));
   }
-  // float32 [n, H, W, 3] = u8 / 255 * 2 - 1, in this order of operations. The divisor is a 0-dim tensor on
-  // the frames' device: a host scalar divisor lets CUDA multiply by the reciprocal instead (1 ulp off).
-  at::Tensor x = frames_NHWC.to(at::kFloat);
-  x.div_(at::scalar_tensor(255.0, x.options())).mul_(2.0).sub_(1.0);
-  // -> [1, 3, n, H, W]
-  return x.permute({3, 0, 1, 2}).unsqueeze(0).to(dtype).contiguous();
+  if (frames_NHWC.dim() != 4 || frames_NHWC.size(3) != 3) {
+    throw Error(Error::Kind::BadInput,
+                "rgb255_to_unit: expected frames [n, H, W, 3], found " + sizes_string(frames_NHWC));
+  }
+  check_unit_dtype("rgb255_to_unit", dtype);
+  // A copy in float32 (never the caller's tensor, which the in-place mapping would change).
+  return unit_of_rgb255(frames_NHWC.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true), dtype);
 }
 
 at::Tensor unit_to_u8(const at::Tensor& video_NCFHW) {
-  if (!video_NCFHW.defined()) throw Error(Error::Kind::BadInput, "unit_to_u8: video tensor is undefined");
-  if (!at::isFloatingType(video_NCFHW.scalar_type())) {
-    throw Error(Error::Kind::BadInput, std::string("unit_to_u8: expected a floating video, found ") +
-                                           c10::toString(video_NCFHW.scalar_type()));
-  }
-  if (video_NCFHW.dim() != 5 || video_NCFHW.size(0) != 1 || video_NCFHW.size(1) != 3) {
-    throw Error(Error::Kind::BadInput,
-                "unit_to_u8: expected video [1, 3, n, H, W], found " + sizes_string(video_NCFHW));
-  }
   // float32 [3, n, H, W]: round((x + 1) * 127.5) (half to even), clamped; NaN maps to 0.
-  at::Tensor x = video_NCFHW.select(0, 0).to(at::kFloat).add(1.0).mul_(127.5);
-  x = at::nan_to_num(x, 0.0).round_().clamp_(0.0, 255.0);
+  at::Tensor x = rgb255_of_unit("unit_to_u8", video_NCFHW).round_().clamp_(0.0, 255.0);
   // -> uint8 [n, H, W, 3]
   return x.to(at::kByte).permute({1, 2, 3, 0}).contiguous();
+}
+
+at::Tensor unit_to_rgb255(const at::Tensor& video_NCFHW) {
+  // float32 [3, n, H, W] -> [n, H, W, 3]; clamping after the (skipped) rounding, as unit_to_u8 rounds first:
+  // round and clamp to integral bounds commute, so unit_to_u8 == round(unit_to_rgb255).
+  return rgb255_of_unit("unit_to_rgb255", video_NCFHW).clamp_(0.0, 255.0).permute({1, 2, 3, 0}).contiguous();
 }
 
 at::Tensor pad_to_multiple(const at::Tensor& x, int64_t multiple) {

@@ -181,6 +181,9 @@ TiledStream::TiledStream(std::shared_ptr<const Model> model, const StreamOptions
     streams_.push_back(std::make_unique<Stream>(model_, options));
     return;
   }
+  if (options.float_output)
+    throw Error(Error::Kind::BadSettings, "tiling (" + plan_.describe() + ") blends 8-bit tile outputs: float output "
+                                          "(10/16-bit video) is untiled only; set tile-width=0 tile-height=0");
   const bool blended = tiling.colour == TileColour::Blended && options.color_fix != ColorFix::None;
   if (blended) {
     blended_fix_ = options.color_fix;
@@ -230,6 +233,13 @@ PushResult TiledStream::push(const at::Tensor& lr) {
     results.push_back(streams_[i]->push(x.narrow(1, t.lr_y, t.lr_h).narrow(2, t.lr_x, t.lr_w)));
   }
   return gather(std::move(results));
+}
+
+PushResult TiledStream::push_float(const at::Tensor& lr) {
+  if (!plan_.single())
+    throw Error(Error::Kind::BadSettings, "tiling (" + plan_.describe() + ") takes 8-bit frames: 10/16-bit input is "
+                                          "untiled only; set tile-width=0 tile-height=0");
+  return streams_.front()->push_float(lr);
 }
 
 PushResult TiledStream::finish() {

@@ -85,6 +85,8 @@ class TiledStream {
   // the model's device. chunks / first_chunk are the shared schedule's (the same for every tile);
   // seconds is the time of every tile's chunks and of the blending.
   PushResult push(const at::Tensor& lr);
+  // Stream::push_float, untiled only (Error(BadSettings) naming the tiling otherwise; so is float_output).
+  PushResult push_float(const at::Tensor& lr);
   PushResult finish();
   void reset();
 

@@ -439,3 +439,69 @@ TEST(CudaSteadyChunk, FullVariantRunsWithoutHostSynchronisation) {
   GTEST_SKIP() << "built without the CUDA kernels (gpu_kernels / nvcc / CUDA LibTorch)";
 }
 #endif
+
+// ------------------------------------------------------------------------------------------------
+// Float frames in and out (10/16-bit video: docs/element.md)
+// ------------------------------------------------------------------------------------------------
+
+// Without a resize, push_float of integral frames is push() bit for bit: the same [-1, 1] mapping.
+TEST(EngineFloat, PushFloatOfIntegralFramesWithoutResizeEqualsPush) {
+  c10::InferenceMode guard;
+  StreamOptions o = small_options(96, 64);
+  o.out_width = 96;
+  o.out_height = 64;
+  const at::Tensor lr = frames(9, 64, 96, 3);
+  Stream a(tiny_model(), o), b(tiny_model(), o);
+  const at::Tensor u8 = run(a, lr, 9);
+  const at::Tensor f = at::cat({b.push_float(lr.to(at::kFloat)).frames, b.finish().frames}, 0);
+  ASSERT_EQ(u8.size(0), 9);
+  EXPECT_TRUE(at::equal(u8, f));
+}
+
+// With a resize, the stream's pre-processing is BicubicResize::resize_float (not Pillow's rounded uint8
+// passes, so not push() bit for bit): a 4x stream given 10-bit frames equals a stream at the output size
+// given the resize_float'ed frames, and differs from push() of the same frames rounded to 8 bits.
+TEST(EngineFloat, PushFloatResizesWithTheUnroundedTaps) {
+  c10::InferenceMode guard;
+  const at::Tensor lr = frames(9, 16, 24, 4).to(at::kFloat).add_(at::rand({9, 16, 24, 3})).clamp_(0.0, 255.0);
+  Stream scaled(tiny_model(), small_options());
+  StreamOptions full = small_options(96, 64);
+  full.out_width = 96;
+  full.out_height = 64;
+  Stream at_size(tiny_model(), full), eight_bit(tiny_model(), small_options());
+  const at::Tensor got = at::cat({scaled.push_float(lr).frames, scaled.finish().frames}, 0);
+  const at::Tensor hr = BicubicResize(24, 16, 96, 64, at::kCPU).resize_float(lr);
+  const at::Tensor expect = at::cat({at_size.push_float(hr).frames, at_size.finish().frames}, 0);
+  ASSERT_EQ(got.size(0), 9);
+  EXPECT_TRUE(at::equal(got, expect));
+  EXPECT_FALSE(at::equal(got, run(eight_bit, lr.round().to(at::kByte), 9))) << "the sub-8-bit input must matter";
+}
+
+// float_output: float32 frames in [0, 255] whose round is the uint8 output of the same stream.
+TEST(EngineFloat, FloatOutputRoundsToTheUint8Output) {
+  c10::InferenceMode guard;
+  StreamOptions fo = small_options();
+  fo.float_output = true;
+  Stream u8_stream(tiny_model(), small_options()), float_stream(tiny_model(), fo);
+  const at::Tensor lr = frames(9, 16, 24, 5);
+  const at::Tensor early = float_stream.push(lr.narrow(0, 0, 4)).frames;  // nothing ready yet
+  EXPECT_EQ(early.size(0), 0);
+  EXPECT_EQ(early.scalar_type(), at::kFloat);
+  const at::Tensor f = at::cat({early, float_stream.push(lr.narrow(0, 4, 5)).frames, float_stream.finish().frames}, 0);
+  const at::Tensor u8 = run(u8_stream, lr, 9);
+  ASSERT_EQ(f.scalar_type(), at::kFloat);
+  ASSERT_EQ(f.sizes(), u8.sizes());
+  EXPECT_GE(f.min().item<float>(), 0.0f);
+  EXPECT_LE(f.max().item<float>(), 255.0f);
+  EXPECT_LE((f - u8.to(at::kFloat)).abs().max().item<float>(), 0.5f);
+  EXPECT_TRUE(at::equal(f.round().to(at::kByte), u8));
+  EXPECT_FALSE(at::equal(f, u8.to(at::kFloat))) << "the float output must not be rounded";
+}
+
+TEST(EngineFloat, PushFloatRejectsUint8AndWrongShapes) {
+  c10::InferenceMode guard;
+  Stream s(tiny_model(), small_options());
+  EXPECT_THROW(s.push_float(frames(1, 16, 24)), Error);
+  EXPECT_THROW(s.push_float(at::zeros({1, 16, 23, 3})), Error);
+  EXPECT_THROW(s.push_float(at::zeros({1, 16, 24, 4})), Error);
+}

@@ -8,7 +8,10 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
+#include <functional>
 #include <vector>
 
 using namespace flashvsr;
@@ -579,4 +582,358 @@ TEST(FrameConverter, ToRgbInterpolatesChromaWhereTheSpecSays) {
     }
   }
   EXPECT_FALSE(at::equal(decode(kChromaSiteJpeg), decode(kChromaSiteMpeg2)));
+}
+
+// ---- 10- and 16-bit formats -------------------------------------------------------------------------
+
+namespace {
+
+// An independent scalar model of the 10/16-bit formats, in double precision, written from the format
+// definitions (GStreamer's video-format.c descriptions and the Y'CbCr equations of BT.601/709/2020 with
+// GStreamer's range offsets): not from frame_format.cpp.
+struct DeepFormat {
+  PixelFormat format;
+  int depth;      // bits per code
+  int shift;      // position of the code in its 16-bit word
+  bool sub;       // 4:2:0 (else 4:4:4)
+  bool semi;      // U and V interleaved in one plane
+};
+const std::vector<DeepFormat> kDeepFormats = {{PixelFormat::I420_10LE, 10, 0, true, false},
+                                              {PixelFormat::P010_10LE, 10, 6, true, true},
+                                              {PixelFormat::Y444_16LE, 16, 0, false, false}};
+
+struct Kr {
+  double kr, kb;
+};
+Kr kr_kb(YuvMatrix m) {
+  return m == YuvMatrix::BT601 ? Kr{0.299, 0.114} : m == YuvMatrix::BT709 ? Kr{0.2126, 0.0722} : Kr{0.2627, 0.0593};
+}
+
+// Luma offset/scale and chroma offset/scale of `depth`-bit codes.
+struct Codes {
+  double yo, ys, co, cs, max;
+};
+Codes codes_of(int depth, bool full) {
+  const double top = std::pow(2.0, depth) - 1, k = std::pow(2.0, depth - 8);
+  if (full) return {0, top, std::pow(2.0, depth - 1), top, top};
+  return {16 * k, 219 * k, 128 * k, 224 * k, top};
+}
+
+// The packed byte layout of a deep format, by plane: words per row and rows.
+struct DeepPlanes {
+  int64_t y_off, u_off, v_off;  // byte offsets
+  int64_t cw, ch;               // chroma samples per row, chroma rows
+  int64_t size;
+};
+DeepPlanes deep_planes(const DeepFormat& f, int64_t w, int64_t h) {
+  const int64_t cw = f.sub ? (w + 1) / 2 : w, ch = f.sub ? (h + 1) / 2 : h;
+  const int64_t y_bytes = w * h * 2, c_bytes = cw * ch * 2;
+  if (f.semi) return {0, y_bytes, y_bytes + 2, cw, ch, y_bytes + 2 * c_bytes};
+  return {0, y_bytes, y_bytes + c_bytes, cw, ch, y_bytes + 2 * c_bytes};
+}
+
+int word_at(const std::vector<uint8_t>& bytes, int64_t byte_offset) {
+  return bytes[static_cast<size_t>(byte_offset)] | (bytes[static_cast<size_t>(byte_offset + 1)] << 8);
+}
+
+// The (index, weight) taps of luma position x on an axis of n chroma samples (frame_format.h's formulas).
+std::vector<std::pair<int64_t, double>> up_taps(int64_t x, int64_t n, ChromaSiting s) {
+  const int64_t j = x / 2;
+  const auto at = [&](int64_t i) { return std::min(std::max<int64_t>(i, 0), n - 1); };
+  if (s == ChromaSiting::Centred) return {{at(j), 0.75}, {at(x % 2 == 0 ? j - 1 : j + 1), 0.25}};
+  if (x % 2 == 0) return {{at(j), 1.0}};
+  return {{at(j), 0.5}, {at(j + 1), 0.5}};
+}
+std::vector<std::pair<int64_t, double>> down_taps(int64_t j, int64_t n, ChromaSiting s) {
+  const auto at = [&](int64_t i) { return std::min(std::max<int64_t>(i, 0), n - 1); };
+  if (s == ChromaSiting::Centred) return {{at(2 * j), 0.5}, {at(2 * j + 1), 0.5}};
+  return {{at(2 * j - 1), 0.25}, {at(2 * j), 0.5}, {at(2 * j + 1), 0.25}};
+}
+
+// Packed deep frame (bytes) -> RGB [h][w][3] in [0, 255] (clamped), double precision.
+std::vector<double> reference_decode(const DeepFormat& f, const std::vector<uint8_t>& bytes, int64_t w, int64_t h,
+                                     const YuvSpec& spec) {
+  const DeepPlanes p = deep_planes(f, w, h);
+  const Codes c = codes_of(f.depth, spec.full_range);
+  const Kr k = kr_kb(spec.matrix);
+  const int mask = (1 << f.depth) - 1;
+  const auto code = [&](int64_t byte_offset) { return (word_at(bytes, byte_offset) >> f.shift) & mask; };
+  const int64_t step = f.semi ? 4 : 2;  // bytes between chroma samples of one component
+  const auto chroma = [&](int64_t plane_off, int64_t cx, int64_t cy) {
+    return static_cast<double>(code(plane_off + (cy * p.cw + cx) * step));
+  };
+  std::vector<double> rgb(static_cast<size_t>(w * h * 3));
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x) {
+      double cb = 0, cr = 0;
+      if (f.sub) {
+        for (auto [iy, wy] : up_taps(y, p.ch, spec.site.vertical))
+          for (auto [ix, wx] : up_taps(x, p.cw, spec.site.horizontal)) {
+            cb += wy * wx * chroma(p.u_off, ix, iy);
+            cr += wy * wx * chroma(p.v_off, ix, iy);
+          }
+      } else {
+        cb = chroma(p.u_off, x, y);
+        cr = chroma(p.v_off, x, y);
+      }
+      const double ey = (code(p.y_off + (y * w + x) * 2) - c.yo) / c.ys;
+      const double pb = (cb - c.co) / c.cs, pr = (cr - c.co) / c.cs;
+      const double r = ey + 2 * (1 - k.kr) * pr, b = ey + 2 * (1 - k.kb) * pb;
+      const double g = (ey - k.kr * r - k.kb * b) / (1 - k.kr - k.kb);
+      const double v[3] = {r, g, b};
+      for (int i = 0; i < 3; ++i) rgb[static_cast<size_t>((y * w + x) * 3 + i)] = std::clamp(v[i] * 255, 0.0, 255.0);
+    }
+  return rgb;
+}
+
+// RGB [h][w][3] in [0, 255] -> unrounded codes: Y [h*w], then Cb and Cr [ch*cw] each.
+std::vector<double> reference_encode(const DeepFormat& f, const std::vector<double>& rgb, int64_t w, int64_t h,
+                                     const YuvSpec& spec) {
+  const DeepPlanes p = deep_planes(f, w, h);
+  const Codes c = codes_of(f.depth, spec.full_range);
+  const Kr k = kr_kb(spec.matrix);
+  const auto px = [&](int64_t x, int64_t y, int i) { return rgb[static_cast<size_t>((y * w + x) * 3 + i)] / 255; };
+  const auto ey = [&](int64_t x, int64_t y) {
+    return k.kr * px(x, y, 0) + (1 - k.kr - k.kb) * px(x, y, 1) + k.kb * px(x, y, 2);
+  };
+  const auto pb = [&](int64_t x, int64_t y) { return (px(x, y, 2) - ey(x, y)) / (2 * (1 - k.kb)); };
+  const auto pr = [&](int64_t x, int64_t y) { return (px(x, y, 0) - ey(x, y)) / (2 * (1 - k.kr)); };
+  std::vector<double> out;
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x) out.push_back(c.yo + c.ys * ey(x, y));
+  for (const auto& e : {std::function<double(int64_t, int64_t)>(pb), std::function<double(int64_t, int64_t)>(pr)})
+    for (int64_t cy = 0; cy < p.ch; ++cy)
+      for (int64_t cx = 0; cx < p.cw; ++cx) {
+        double v = 0;
+        if (f.sub) {
+          for (auto [iy, wy] : down_taps(cy, h, spec.site.vertical))
+            for (auto [ix, wx] : down_taps(cx, w, spec.site.horizontal)) v += wy * wx * e(ix, iy);
+        } else {
+          v = e(cx, cy);
+        }
+        out.push_back(c.co + c.cs * v);
+      }
+  return out;
+}
+
+// The codes of a packed deep frame, in reference_encode's order (Y, then Cb, then Cr).
+std::vector<int> codes_in(const DeepFormat& f, const at::Tensor& packed_row, int64_t w, int64_t h) {
+  const at::Tensor cpu = packed_row.cpu().contiguous();
+  const std::vector<uint8_t> bytes(cpu.data_ptr<uint8_t>(), cpu.data_ptr<uint8_t>() + cpu.numel());
+  const DeepPlanes p = deep_planes(f, w, h);
+  std::vector<int> out;
+  for (int64_t i = 0; i < w * h; ++i) out.push_back(word_at(bytes, p.y_off + 2 * i) >> f.shift);
+  const int64_t step = f.semi ? 4 : 2;
+  for (int64_t off : {p.u_off, p.v_off})
+    for (int64_t i = 0; i < p.cw * p.ch; ++i) out.push_back(word_at(bytes, off + step * i) >> f.shift);
+  return out;
+}
+
+// Random valid codes of every sample of a deep frame, as packed bytes (P010's low bits random too).
+at::Tensor random_deep_frame(const DeepFormat& f, int64_t w, int64_t h, uint64_t seed) {
+  const DeepPlanes p = deep_planes(f, w, h);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const at::Tensor words = at::randint(0, 1 << 16, {p.size / 2}, gen, at::TensorOptions().dtype(at::kInt));
+  const at::Tensor valid = f.shift > 0 ? words : at::bitwise_and(words, (1 << f.depth) - 1);
+  return at::stack({at::bitwise_and(valid, 255), at::bitwise_right_shift(valid, 8)}, 1).to(at::kByte).view({1, -1});
+}
+
+std::vector<uint8_t> bytes_of(const at::Tensor& t) {
+  const at::Tensor c = t.cpu().contiguous();
+  return std::vector<uint8_t>(c.data_ptr<uint8_t>(), c.data_ptr<uint8_t>() + c.numel());
+}
+
+std::string deep_name(const DeepFormat& f, const YuvSpec& s) {
+  return std::string(pixel_format_name(f.format)) + " matrix " + std::to_string(static_cast<int>(s.matrix)) +
+         " full " + std::to_string(s.full_range) + " " + site_name(s.site);
+}
+
+}  // namespace
+
+TEST(PlaneLayout, TenAndSixteenBitFormatsHaveTwoBytesPerSampleAndRoundChromaUp) {
+  auto i = plane_layout(PixelFormat::I420_10LE, 71, 47);
+  EXPECT_EQ(i.planes, 3);
+  EXPECT_EQ(i.row_bytes, (std::array<int64_t, 3>{142, 72, 72}));
+  EXPECT_EQ(i.rows, (std::array<int64_t, 3>{47, 24, 24}));
+  EXPECT_EQ(i.offset, (std::array<int64_t, 3>{0, 142 * 47, 142 * 47 + 72 * 24}));
+  EXPECT_EQ(i.size, 142 * 47 + 2 * 72 * 24);
+  auto p = plane_layout(PixelFormat::P010_10LE, 71, 47);
+  EXPECT_EQ(p.planes, 2);
+  EXPECT_EQ(p.row_bytes[0], 142);
+  EXPECT_EQ(p.row_bytes[1], 144);  // 36 interleaved U V pairs of 2 bytes each
+  EXPECT_EQ(p.rows[1], 24);
+  EXPECT_EQ(p.offset[1], 142 * 47);
+  EXPECT_EQ(p.size, 142 * 47 + 144 * 24);
+  auto y = plane_layout(PixelFormat::Y444_16LE, 71, 47);
+  EXPECT_EQ(y.planes, 3);
+  EXPECT_EQ(y.row_bytes, (std::array<int64_t, 3>{142, 142, 142}));
+  EXPECT_EQ(y.rows, (std::array<int64_t, 3>{47, 47, 47}));
+  EXPECT_EQ(y.size, 3 * 142 * 47);
+  auto one = plane_layout(PixelFormat::P010_10LE, 1, 1);
+  EXPECT_EQ(one.size, 2 + 4);
+  for (const DeepFormat& f : kDeepFormats) {
+    EXPECT_EQ(plane_layout(f.format, 71, 47).size, deep_planes(f, 71, 47).size) << pixel_format_name(f.format);
+    EXPECT_TRUE(is_yuv(f.format));
+    EXPECT_EQ(bit_depth(f.format), f.depth);
+  }
+  EXPECT_EQ(bit_depth(PixelFormat::NV12), 8);
+}
+
+TEST(FrameConverter, DeepFormatsDecodeLikeTheReferenceAtEveryMatrixRangeAndSiting) {
+  const int64_t w = 9, h = 7;  // odd: the last chroma row and column cover one luma sample
+  for (const DeepFormat& f : kDeepFormats)
+    for (auto m : {YuvMatrix::BT601, YuvMatrix::BT709, YuvMatrix::BT2020})
+      for (bool full : {false, true})
+        for (const ChromaSite& site : kSites) {
+          const YuvSpec spec{m, full, site};
+          FrameConverter c(f.format, w, h, spec, kCpu);
+          const at::Tensor packed = random_deep_frame(f, w, h, 11 + static_cast<uint64_t>(m));
+          const std::vector<double> want = reference_decode(f, bytes_of(packed), w, h, spec);
+          const at::Tensor got = c.to_rgb_float(packed);
+          ASSERT_EQ(got.sizes(), (at::IntArrayRef{1, h, w, 3}));
+          ASSERT_EQ(got.scalar_type(), at::kFloat);
+          const at::Tensor ref = at::tensor(want, at::kDouble).view({1, h, w, 3});
+          const double err = (got.to(at::kDouble) - ref).abs().max().item<double>();
+          EXPECT_LT(err, 2e-3) << deep_name(f, spec);
+          // The 8-bit entry point is the float one rounded.
+          EXPECT_TRUE(at::equal(c.to_rgb(packed), got.round().to(at::kByte))) << deep_name(f, spec);
+        }
+}
+
+TEST(FrameConverter, DeepFormatsEncodeLikeTheReferenceAtEveryMatrixRangeAndSiting) {
+  const int64_t w = 9, h = 7;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(uint64_t{21});
+  const at::Tensor rgb = at::rand({1, h, w, 3}, gen, at::kDouble) * 255;
+  const at::Tensor rgb_cpu = rgb.contiguous();
+  const std::vector<double> values(rgb_cpu.data_ptr<double>(), rgb_cpu.data_ptr<double>() + rgb_cpu.numel());
+  for (const DeepFormat& f : kDeepFormats)
+    for (auto m : {YuvMatrix::BT601, YuvMatrix::BT709, YuvMatrix::BT2020})
+      for (bool full : {false, true})
+        for (const ChromaSite& site : kSites) {
+          const YuvSpec spec{m, full, site};
+          FrameConverter c(f.format, w, h, spec, kCpu);
+          const at::Tensor packed = c.from_rgb_float(rgb.to(at::kFloat));
+          ASSERT_EQ(packed.sizes(), (at::IntArrayRef{1, c.layout().size}));
+          const std::vector<int> got = codes_in(f, packed[0], w, h);
+          const std::vector<double> want = reference_encode(f, values, w, h, spec);
+          ASSERT_EQ(got.size(), want.size());
+          const double top = std::pow(2.0, f.depth) - 1;
+          int mismatches = 0;
+          for (size_t i = 0; i < want.size(); ++i) {
+            const double v = std::clamp(want[i], 0.0, top);
+            // float32 against double: a code whose exact value sits at a rounding tie may go either way.
+            const bool tie = std::abs(v - std::floor(v) - 0.5) < 2e-3;
+            if (tie ? std::abs(got[i] - v) > 0.51 : got[i] != std::nearbyint(v)) ++mismatches;
+          }
+          EXPECT_EQ(mismatches, 0) << deep_name(f, spec);
+          if (f.shift > 0) {  // P010: the low 6 bits of every word are 0
+            const at::Tensor lo = packed[0].view({-1, 2}).select(1, 0).to(at::kInt);
+            EXPECT_EQ(at::bitwise_and(lo, 63).max().item<int>(), 0);
+          }
+        }
+}
+
+TEST(FrameConverter, TenBitKnownColoursBt2020Limited) {
+  // BT.2100 narrow range at 10 bits: black Y 64, white Y 940, neutral chroma 512; red: Y = 64 + 876
+  // Kr = 294.13, Cb = 512 - 896 Kr / (2 (1 - Kb)) = 386.89, Cr = 512 + 448 = 960.
+  for (const DeepFormat& f : {kDeepFormats[0], kDeepFormats[1]}) {
+    FrameConverter c(f.format, 2, 2, {YuvMatrix::BT2020, false}, kCpu);
+    const auto yuv = [&](float r, float g, float b) {
+      at::Tensor rgb = at::empty({1, 2, 2, 3}, at::kFloat);
+      rgb.select(3, 0).fill_(r);
+      rgb.select(3, 1).fill_(g);
+      rgb.select(3, 2).fill_(b);
+      const std::vector<int> codes = codes_in(f, c.from_rgb_float(rgb)[0], 2, 2);
+      return std::array<int, 3>{codes[0], codes[4], codes[5]};
+    };
+    EXPECT_EQ(yuv(0, 0, 0), (std::array<int, 3>{64, 512, 512})) << pixel_format_name(f.format);
+    EXPECT_EQ(yuv(255, 255, 255), (std::array<int, 3>{940, 512, 512})) << pixel_format_name(f.format);
+    EXPECT_EQ(yuv(255, 0, 0), (std::array<int, 3>{294, 387, 960})) << pixel_format_name(f.format);
+  }
+  FrameConverter full16(PixelFormat::Y444_16LE, 1, 1, {YuvMatrix::BT709, true}, kCpu);
+  const std::vector<int> white = codes_in(kDeepFormats[2], full16.from_rgb_float(at::full({1, 1, 1, 3}, 255.0f)), 1, 1);
+  EXPECT_EQ(white, (std::vector<int>{65535, 32768, 32768}));
+}
+
+TEST(FrameConverter, TenBitGreyCodesSurviveFloatRgbAndAreLostThroughUint8) {
+  // Every luma code with neutral chroma, 4 codes per row of a 4 x 256 frame: the float RGB keeps them
+  // apart (back to the same codes), the 8-bit RGB merges neighbours.
+  for (const DeepFormat& f : {kDeepFormats[0], kDeepFormats[1]})
+    for (bool full : {false, true}) {
+      const int64_t w = 4, h = 256;
+      FrameConverter c(f.format, w, h, {YuvMatrix::BT709, full}, kCpu);
+      const at::Tensor luma = at::arange(1024, at::TensorOptions().dtype(at::kInt)).view({1, -1});
+      const at::Tensor chroma = at::full({1, c.layout().size / 2 - 1024}, 512, at::kInt);
+      const at::Tensor words = at::bitwise_left_shift(at::cat({luma, chroma}, 1), f.shift);
+      const at::Tensor packed =
+          at::stack({at::bitwise_and(words, 255), at::bitwise_right_shift(words, 8)}, 2).to(at::kByte).view({1, -1});
+      const at::Tensor back = c.from_rgb_float(c.to_rgb_float(packed));
+      // Codes outside the nominal range clamp to black/white in RGB; inside it they come back exactly.
+      const int lo = full ? 0 : 64, hi = full ? 1023 : 940;
+      const at::Tensor codes = at::tensor(codes_in(f, back[0], w, h), at::kInt).narrow(0, lo, hi - lo + 1);
+      EXPECT_TRUE(at::equal(codes, at::arange(lo, hi + 1, at::TensorOptions().dtype(at::kInt))))
+          << pixel_format_name(f.format) << " full " << full;
+      const at::Tensor through_u8 = c.from_rgb(c.to_rgb(packed));
+      const at::Tensor lossy = at::tensor(codes_in(f, through_u8[0], w, h), at::kInt).narrow(0, lo, hi - lo + 1);
+      EXPECT_LE(std::get<0>(at::_unique(lossy)).numel(), 256) << "8-bit RGB keeps at most 256 greys";
+    }
+}
+
+TEST(FrameConverter, P010IgnoresTheLowSixBitsAndI420TenBitTheTopSix) {
+  const int64_t w = 2, h = 2;
+  for (const DeepFormat& f : {kDeepFormats[0], kDeepFormats[1]}) {
+    FrameConverter c(f.format, w, h, {YuvMatrix::BT601, false}, kCpu);
+    const at::Tensor clean = random_deep_frame(f, w, h, 5);
+    at::Tensor words = clean.view({-1, 2}).to(at::kInt);
+    words = words.select(1, 0) + words.select(1, 1) * 256;
+    // Bits outside the code: P010's low 6, I420_10LE's top 6.
+    const at::Tensor noisy_words = f.shift > 0 ? at::bitwise_or(at::bitwise_and(words, 0xFFC0), 0x2A)
+                                               : at::bitwise_or(words, 0xA800);
+    const at::Tensor noisy =
+        at::stack({at::bitwise_and(noisy_words, 255), at::bitwise_right_shift(noisy_words, 8)}, 1).to(at::kByte).view({1, -1});
+    const at::Tensor masked = f.shift > 0 ? at::bitwise_and(words, 0xFFC0) : words;
+    const at::Tensor clean_codes =
+        at::stack({at::bitwise_and(masked, 255), at::bitwise_right_shift(masked, 8)}, 1).to(at::kByte).view({1, -1});
+    EXPECT_TRUE(at::equal(c.to_rgb_float(noisy), c.to_rgb_float(clean_codes))) << pixel_format_name(f.format);
+  }
+}
+
+TEST(FrameConverter, EightBitFloatEntryPointsAgreeWithTheUint8Ones) {
+  // 8-bit formats through the float entry points: to_rgb_float is to_rgb (RGB formats exactly, Y'CbCr
+  // within the rounding), from_rgb_float of integral values is from_rgb.
+  const auto rgb = random_rgb(2, 11, 7, 8);
+  for (auto f : kAllFormats) {
+    FrameConverter c(f, 7, 11, {YuvMatrix::BT709, false, kChromaSiteMpeg2}, kCpu);
+    const at::Tensor packed = c.from_rgb(rgb);
+    EXPECT_TRUE(at::equal(c.from_rgb_float(rgb.to(at::kFloat)), packed)) << pixel_format_name(f);
+    const at::Tensor fl = c.to_rgb_float(packed);
+    EXPECT_TRUE(at::equal(fl.round().to(at::kByte), c.to_rgb(packed))) << pixel_format_name(f);
+    if (!is_yuv(f)) {
+      EXPECT_TRUE(at::equal(fl, rgb.to(at::kFloat))) << pixel_format_name(f);
+    }
+  }
+  FrameConverter c(PixelFormat::I420, 7, 11, {}, kCpu);
+  EXPECT_THROW(c.from_rgb_float(rgb), Error);                    // uint8 is not floating point
+  EXPECT_THROW(c.from_rgb(rgb.to(at::kFloat)), Error);           // and float is not uint8
+  EXPECT_THROW(c.from_rgb_float(at::zeros({1, 11, 7, 4})), Error);
+}
+
+TEST(FrameConverter, CudaDeepFormatsMatchTheCpu) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device in this process";
+  const at::Device cuda(at::kCUDA, 0);
+  const int64_t w = 35, h = 21;
+  for (const DeepFormat& f : kDeepFormats) {
+    const YuvSpec spec{YuvMatrix::BT2020, false, kChromaSiteMpeg2};
+    FrameConverter cpu(f.format, w, h, spec, kCpu), gpu(f.format, w, h, spec, cuda);
+    const at::Tensor packed = random_deep_frame(f, w, h, 3);
+    const at::Tensor a = cpu.to_rgb_float(packed), b = gpu.to_rgb_float(packed);
+    EXPECT_TRUE(b.is_cuda());
+    EXPECT_LT((a - b.cpu()).abs().max().item<float>(), 1e-3f) << pixel_format_name(f.format);
+    const at::Tensor pa = cpu.from_rgb_float(a), pb = gpu.from_rgb_float(a.to(cuda));
+    // Codes may differ by one where float rounding on the two devices falls on either side of a tie.
+    const std::vector<int> ca = codes_in(f, pa[0], w, h), cb = codes_in(f, pb[0], w, h);
+    int off = 0;
+    for (size_t i = 0; i < ca.size(); ++i) off += std::abs(ca[i] - cb[i]) > 1 ? 100 : ca[i] != cb[i];
+    EXPECT_LE(off, static_cast<int>(ca.size() / 100)) << pixel_format_name(f.format);
+  }
 }

@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <iostream>
 #include <limits>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 using namespace flashvsr::io;
@@ -464,6 +466,155 @@ TEST(PadToMultiple, BadArgumentsThrow) {
   EXPECT_THROW(pad_to_multiple(at::zeros({4}), 8), Error);
   EXPECT_THROW(pad_to_multiple(at::zeros({3, 0, 4}), 8), Error);
   EXPECT_THROW(pad_to_multiple(at::Tensor(), 8), Error);
+}
+
+
+// ---------------------------------------------------------------------------------------------------
+// The float path for deep (10/16-bit) frames: the same taps unquantised, no rounding between passes.
+
+// frames: float [n, h, w, c] (CPU) -> double [n, oh, ow, c]: each pass in double with the normalised
+// weights of axis_taps, no rounding or clipping, clamped to [0, 255] at the end.
+at::Tensor reference_resize_float(const at::Tensor& frames, int ow, int oh) {
+  at::Tensor src = frames.to(at::kDouble).contiguous();
+  const int n = int(src.size(0)), h = int(src.size(1)), w = int(src.size(2)), c = int(src.size(3));
+  at::Tensor mid = src;
+  if (ow != w) {
+    mid = at::zeros({n, h, ow, c}, at::kDouble);
+    const auto taps = axis_taps(w, ow);
+    auto in = src.accessor<double, 4>();
+    auto out = mid.accessor<double, 4>();
+    for (int f = 0; f < n; ++f)
+      for (int y = 0; y < h; ++y)
+        for (int x = 0; x < ow; ++x)
+          for (int ch = 0; ch < c; ++ch)
+            for (size_t k = 0; k < taps[x].w.size(); ++k)
+              out[f][y][x][ch] += in[f][y][taps[x].first + int(k)][ch] * taps[x].w[k];
+  }
+  at::Tensor res = mid;
+  if (oh != h) {
+    res = at::zeros({n, oh, ow, c}, at::kDouble);
+    const auto taps = axis_taps(h, oh);
+    auto in = mid.accessor<double, 4>();
+    auto out = res.accessor<double, 4>();
+    for (int f = 0; f < n; ++f)
+      for (int y = 0; y < oh; ++y)
+        for (int x = 0; x < ow; ++x)
+          for (int ch = 0; ch < c; ++ch)
+            for (size_t k = 0; k < taps[y].w.size(); ++k)
+              out[f][y][x][ch] += in[f][taps[y].first + int(k)][x][ch] * taps[y].w[k];
+  }
+  return res.clamp(0.0, 255.0);
+}
+
+// 10-bit codes in [0, 255] scale: float [n, h, w, c] of k * 255 / 1023.
+at::Tensor random_ten_bit_frames(int64_t n, int64_t h, int64_t w, int64_t c, uint64_t seed) {
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  return at::randint(0, 1024, {n, h, w, c}, gen, at::TensorOptions().dtype(at::kFloat)).mul_(255.0 / 1023.0);
+}
+
+TEST(BicubicResizeFloat, MatchesTheUnroundedFilterInDouble) {
+  const std::vector<std::tuple<int, int, int, int>> sizes{
+      {16, 12, 64, 48}, {40, 30, 17, 11}, {13, 9, 29, 23}, {24, 16, 24, 40}, {24, 16, 50, 16}};
+  for (const auto& [w, h, ow, oh] : sizes) {
+    SCOPED_TRACE(::testing::Message() << w << "x" << h << " -> " << ow << "x" << oh);
+    const at::Tensor frames = random_ten_bit_frames(2, h, w, 3, 5);
+    const at::Tensor got = BicubicResize(w, h, ow, oh, at::kCPU).resize_float(frames);
+    ASSERT_EQ(got.scalar_type(), at::kFloat);
+    ASSERT_EQ(got.sizes(), (at::IntArrayRef{2, oh, ow, 3}));
+    // float32 accumulation of <= 2 x 9 taps of values <= 255: far below a 10-bit step (0.25).
+    EXPECT_LE((got.to(at::kDouble) - reference_resize_float(frames, ow, oh)).abs().max().item<double>(), 1e-3);
+  }
+}
+
+TEST(BicubicResizeFloat, IdentitySizeKeepsTheValues) {
+  const at::Tensor frames = random_ten_bit_frames(2, 9, 13, 3, 6);
+  EXPECT_TRUE(at::equal(BicubicResize(13, 9, 13, 9, at::kCPU).resize_float(frames), frames));
+}
+
+// The taps are push()'s: on integral frames whose filtered values stay inside [0, 255] (so that the uint8
+// path's clipping between the passes never acts), the float result is the uint8 result up to its two
+// roundings: |u8 - float| <= 0.5 (last rounding) + 0.5 * sum |vertical weights| (<= 1.25) + quantisation.
+TEST(BicubicResizeFloat, IntegralFramesGiveThePillowResultUpToItsRoundings) {
+  at::Generator gen = at::detail::createCPUGenerator(9);
+  const at::Tensor u8 = at::randint(64, 193, {2, 12, 16, 3}, gen, at::TensorOptions().dtype(at::kByte));
+  for (const auto& [ow, oh] : std::vector<std::pair<int, int>>{{64, 48}, {7, 5}, {29, 23}}) {
+    SCOPED_TRACE(::testing::Message() << ow << "x" << oh);
+    BicubicResize resize(16, 12, ow, oh, at::kCPU);
+    const at::Tensor d = (resize.resize_float(u8.to(at::kFloat)) - resize(u8).to(at::kFloat)).abs();
+    EXPECT_LE(d.max().item<float>(), 1.15f);
+    EXPECT_LT(d.mean().item<float>(), 0.5f);
+  }
+}
+
+TEST(BicubicResizeFloat, RejectsIntegerFramesAndWrongSizes) {
+  BicubicResize resize(16, 12, 32, 24, at::kCPU);
+  EXPECT_THROW(resize.resize_float(at::zeros({1, 12, 16, 3}, at::kByte)), Error);
+  EXPECT_THROW(resize.resize_float(at::zeros({1, 12, 15, 3}, at::kFloat)), Error);
+  EXPECT_THROW(resize.resize_float(at::Tensor()), Error);
+  EXPECT_THROW(resize(at::zeros({1, 12, 16, 3}, at::kFloat)), Error);
+}
+
+TEST(BicubicResizeFloat, CudaMatchesCpu) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const at::Tensor frames = random_ten_bit_frames(3, 46, 70, 3, 15);
+  for (auto s : std::vector<std::vector<int64_t>>{{211, 139}, {280, 184}, {23, 17}}) {
+    const at::Tensor cpu = BicubicResize(70, 46, s[0], s[1], at::kCPU).resize_float(frames);
+    const at::Tensor gpu = BicubicResize(70, 46, s[0], s[1], at::Device(at::kCUDA, 0)).resize_float(frames.cuda());
+    EXPECT_TRUE(gpu.is_cuda());
+    // float32 sums in another order (fused multiply-adds): far below a 10-bit step (0.25).
+    EXPECT_LE((gpu.cpu() - cpu).abs().max().item<float>(), 1e-3f) << s[0] << "x" << s[1];
+  }
+  EXPECT_TRUE(rgb255_to_unit(frames.cuda(), at::kFloat).cpu().equal(rgb255_to_unit(frames, at::kFloat)));
+  const at::Tensor video = at::randn({1, 3, 2, 5, 7});
+  EXPECT_TRUE(unit_to_rgb255(video.cuda()).cpu().equal(unit_to_rgb255(video)));
+}
+
+// A 10-bit horizontal ramp (all 1024 codes) through the pre-processing of a 2x stream (float resize, then
+// [-1, 1]) keeps at least its 1024 levels; the same ramp as 8-bit frames has at most 256.
+TEST(TenBitPreprocessing, GradientKeepsMoreThan256Levels) {
+  const at::Tensor ramp = at::arange(1024, at::kFloat).mul_(255.0 / 1023.0).view({1, 1, 1024, 1}).expand({1, 4, 1024, 3});
+  BicubicResize resize(1024, 4, 2048, 8, at::kCPU);
+  const at::Tensor unit = rgb255_to_unit(resize.resize_float(ramp), at::kFloat);  // [1, 3, 1, 8, 2048]
+  const int64_t levels = std::get<0>(at::_unique(unit.select(1, 1))).numel();
+  EXPECT_GE(levels, 1024);
+  const at::Tensor unit8 = u8_to_unit(resize(ramp.round().to(at::kByte)), at::kFloat);
+  EXPECT_LE(std::get<0>(at::_unique(unit8.select(1, 1))).numel(), 256) << "the 8-bit path is the contrast";
+}
+
+TEST(UnitMapping, FloatFramesMapLikeUint8AndLeaveTheInputAlone) {
+  const at::Tensor u8 = random_frames(2, 5, 7, 3, 21);
+  const at::Tensor f = u8.to(at::kFloat);
+  const at::Tensor before = f.clone();
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    EXPECT_TRUE(at::equal(rgb255_to_unit(f, dtype), u8_to_unit(u8, dtype))) << c10::toString(dtype);
+  }
+  EXPECT_TRUE(at::equal(f, before));
+  // 10-bit values: x / 255 * 2 - 1 (in double here).
+  const at::Tensor t = random_ten_bit_frames(1, 3, 4, 3, 22);
+  const at::Tensor expect = t.to(at::kDouble).div(255.0).mul(2.0).sub(1.0).permute({3, 0, 1, 2}).unsqueeze(0);
+  EXPECT_LE((rgb255_to_unit(t, at::kFloat).to(at::kDouble) - expect).abs().max().item<double>(), 1e-6);
+  EXPECT_THROW(rgb255_to_unit(u8, at::kFloat), Error);
+  EXPECT_THROW(rgb255_to_unit(f.narrow(3, 0, 2), at::kFloat), Error);
+}
+
+// unit_to_rgb255 is (x + 1) * 127.5 clamped to [0, 255] with NaN as 0, and unit_to_u8 is its round.
+TEST(UnitMapping, FloatOutputIsTheUnroundedUint8Output) {
+  at::Tensor video = at::randn({1, 3, 2, 5, 6}, at::detail::createCPUGenerator(23)).mul_(0.7);
+  video[0][0][0][0][0] = std::nan("");
+  video[0][1][0][0][0] = 3.0;
+  video[0][2][0][0][0] = -3.0;
+  const at::Tensor f = unit_to_rgb255(video);
+  ASSERT_EQ(f.scalar_type(), at::kFloat);
+  ASSERT_EQ(f.sizes(), (at::IntArrayRef{2, 5, 6, 3}));
+  const at::Tensor expect =
+      at::nan_to_num(video[0].to(at::kDouble).add(1.0).mul(127.5), 0.0).clamp(0.0, 255.0).permute({1, 2, 3, 0});
+  EXPECT_LE((f.to(at::kDouble) - expect).abs().max().item<double>(), 1e-4);
+  EXPECT_EQ(f[0][0][0][0].item<float>(), 0.0f);
+  EXPECT_EQ(f[0][0][0][1].item<float>(), 255.0f);
+  EXPECT_EQ(f[0][0][0][2].item<float>(), 0.0f);
+  const at::Tensor u8 = unit_to_u8(video);
+  EXPECT_TRUE(at::equal(f.round().to(at::kByte), u8));
+  EXPECT_LE((f - u8.to(at::kFloat)).abs().max().item<float>(), 0.5f);
 }
 
 }  // namespace

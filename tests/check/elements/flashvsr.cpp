@@ -199,6 +199,58 @@ TEST(Pixels, OddSizedI420InAndOutEqualsEngineOutput) {
   expect_equal_frames(packed_frames(info, out), conv.from_rgb(engine_upscale(in.to_rgb(packed), {})), "I420 35x21");
 }
 
+TEST(Pixels, OddSizedP010InAndOutEqualsEngineOutputThroughFloatRgb) {
+  // 35x21 P010_10LE: 72-byte luma and chroma strides (70 and 72 bytes used), 18x11 chroma pairs; 140x84
+  // out. The deep frames keep their precision: the element gives the engine float RGB
+  // (FrameConverter::to_rgb_float, Stream::push_float) and writes the 10-bit output from its float frames
+  // (float_output, from_rgb_float; docs/element.md).
+  Harness run(element_line());
+  run.set_caps("video/x-raw,format=P010_10LE,width=35,height=21,framerate=25/1,colorimetry=bt2020");
+  FrameConverter in(PixelFormat::P010_10LE, 35, 21, {YuvMatrix::BT2020, false}, at::kCPU);
+  const at::Tensor packed = in.from_rgb_float(random_frames(2, 21, 35, 17).to(at::kFloat) + 0.3);
+  ASSERT_EQ(run.push_packed(packed), GST_FLOW_OK);
+  ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+  auto out = run.pull_all();
+  ASSERT_EQ(out.size(), 2u);
+  const GstVideoInfo info = run.output_info();
+  ASSERT_EQ(GST_VIDEO_INFO_FORMAT(&info), GST_VIDEO_FORMAT_P010_10LE);
+  ASSERT_EQ(GST_VIDEO_INFO_WIDTH(&info), 140);
+  EXPECT_EQ(info.colorimetry.matrix, GST_VIDEO_COLOR_MATRIX_BT2020);
+  FrameConverter conv(PixelFormat::P010_10LE, 140, 84, {YuvMatrix::BT2020, false}, at::kCPU);
+  expect_equal_frames(packed_frames(info, out), engine_upscale_packed(in, packed, conv), "P010 35x21");
+  EXPECT_FALSE(at::equal(packed_frames(info, out), conv.from_rgb(engine_upscale(in.to_rgb(packed), {}))))
+      << "equal to the 8-bit path: the deep precision is lost";
+}
+
+// 10-bit input precision reaches the output: two P010_10LE gradients that round to the same 8-bit RGB
+// frames (grey 8-bit levels + 0.3 and - 0.3, checked below), through P010_10LE in and out, give different
+// output frames. Through 8-bit RGB (the element before the float path) they could not differ. The
+// outputs' distinct Y codes are no test here: a random-weight model's output is not grey, so even 8-bit
+// RGB frames give far more than 256 Y codes (measured 876 vs 877 on this gradient).
+TEST(Pixels, TenBitInputDifferencesBelowEightBitsReachTheP010Output) {
+  const int64_t w = 64, h = 32;
+  FrameConverter in(PixelFormat::P010_10LE, w, h, {YuvMatrix::BT2020, false}, at::kCPU);
+  const at::Tensor x = at::arange(w, at::kFloat).view({1, w}), y = at::arange(h, at::kFloat).view({h, 1});
+  const at::Tensor levels = (x * (200.0 / (w - 1.0))).round() + y + 10.0;  // [h, w] 8-bit grey levels 10..241
+  const at::Tensor grey = levels.view({1, h, w, 1}).expand({3, h, w, 3});
+  const at::Tensor up = in.from_rgb_float(grey + 0.3), down = in.from_rgb_float(grey - 0.3);
+  ASSERT_FALSE(at::equal(up, down));
+  ASSERT_TRUE(at::equal(in.to_rgb(up), in.to_rgb(down))) << "the two inputs must be one 8-bit input";
+
+  std::vector<at::Tensor> outputs;
+  for (const at::Tensor& packed : {up, down}) {
+    Harness run(element_line());
+    run.set_caps("video/x-raw,format=P010_10LE,width=64,height=32,framerate=25/1,colorimetry=bt2020",
+                 "video/x-raw,format=P010_10LE");
+    ASSERT_EQ(run.push_packed(packed), GST_FLOW_OK);
+    ASSERT_EQ(run.push_eos(), GST_FLOW_OK);
+    auto out = run.pull_all();
+    ASSERT_EQ(out.size(), 3u);
+    outputs.push_back(packed_frames(run.output_info(), out));
+  }
+  EXPECT_FALSE(at::equal(outputs[0], outputs[1])) << "the sub-8-bit difference of the inputs was lost";
+}
+
 TEST(Pixels, NonDefaultSettingsReachTheEngine) {
   auto frames = random_frames(4, 24, 32, 13);
   Harness run(element_line("model-version=1.0 sparse-ratio=0.5 kv-ratio=2 local-range=3 color-fix=wavelet seed=42 "
@@ -341,6 +393,78 @@ TEST(Caps, TransformCapsPrefersTheScaledSizeAndAllowsAnySize) {
   gst_object_unref(sink);
 }
 
+// HDR and colour metadata of the input caps reach the output caps: P010 in PQ with mastering-display and
+// content-light-level fields comes out with the same three fields, and out as RGB with the same
+// mastering and light-level fields and the input's primaries and transfer (the matrix and range of RGB).
+TEST(Caps, HdrAndColourMetadataOfTheInputCapsReachTheOutputUnchanged) {
+  const char* mastering = "35400:14600:8500:39850:6550:2300:15635:16450:10000000:50";
+  const char* light = "1000:400";
+  const std::string in = std::string("video/x-raw,format=P010_10LE,width=32,height=24,framerate=25/1,") +
+                         "colorimetry=bt2100-pq,mastering-display-info=(string)" + mastering +
+                         ",content-light-level=(string)" + light;
+  for (const char* downstream : {"video/x-raw,format=P010_10LE", "video/x-raw,format=RGB"}) {
+    SCOPED_TRACE(downstream);
+    Harness run(element_line());
+    run.set_caps(in, downstream);
+    FrameConverter conv(PixelFormat::P010_10LE, 32, 24, {YuvMatrix::BT2020, false}, at::kCPU);
+    ASSERT_EQ(run.push_packed(conv.from_rgb(random_frames(1, 24, 32, 40))), GST_FLOW_OK);
+    GstPad* src = gst_element_get_static_pad(run.element(), "src");
+    GstCaps* caps = gst_pad_get_current_caps(src);
+    gst_object_unref(src);
+    ASSERT_NE(caps, nullptr);
+    const GstStructure* s = gst_caps_get_structure(caps, 0);
+    EXPECT_STREQ(gst_structure_get_string(s, "mastering-display-info"), mastering);
+    EXPECT_STREQ(gst_structure_get_string(s, "content-light-level"), light);
+    GstVideoMasteringDisplayInfo minfo;
+    EXPECT_TRUE(gst_video_mastering_display_info_from_caps(&minfo, caps));
+    EXPECT_EQ(minfo.max_display_mastering_luminance, 10000000u);
+    GstVideoColorimetry c;
+    ASSERT_TRUE(gst_video_colorimetry_from_string(&c, gst_structure_get_string(s, "colorimetry")));
+    EXPECT_EQ(c.transfer, GST_VIDEO_TRANSFER_SMPTE2084);
+    EXPECT_EQ(c.primaries, GST_VIDEO_COLOR_PRIMARIES_BT2020);
+    if (std::string(downstream).find("P010") != std::string::npos) {
+      EXPECT_STREQ(gst_structure_get_string(s, "colorimetry"), "bt2100-pq");
+    } else {
+      EXPECT_EQ(c.matrix, GST_VIDEO_COLOR_MATRIX_RGB);
+    }
+    gst_caps_unref(caps);
+  }
+}
+
+// Deep formats stay deep: each 10/16-bit input format is the output format unless downstream asks.
+TEST(Caps, TenAndSixteenBitInputKeepsItsFormat) {
+  for (const char* format : {"I420_10LE", "P010_10LE", "Y444_16LE"}) {
+    Harness run(element_line());
+    run.set_caps(std::string("video/x-raw,width=32,height=24,framerate=25/1,format=") + format);
+    const GstVideoInfo in_info = run.input_info();
+    FrameConverter conv(*pixel_format_of(GST_VIDEO_INFO_FORMAT(&in_info)), 32, 24, yuv_spec_of(in_info), at::kCPU);
+    ASSERT_EQ(run.push_packed(conv.from_rgb(random_frames(1, 24, 32, 41))), GST_FLOW_OK) << format;
+    const GstVideoInfo info = run.output_info();
+    EXPECT_STREQ(GST_VIDEO_INFO_NAME(&info), format);
+  }
+}
+
+// CUDA memory is not implemented: neither pad offers memory:CUDAMemory, and such caps are refused
+// (docs/element.md, Caps).
+TEST(Caps, CudaMemoryCapsAreNotOfferedAndAreRefused) {
+  const char* cuda = "video/x-raw(memory:CUDAMemory),format=NV12,width=32,height=24,framerate=25/1";
+  Harness run(element_line());
+  for (const char* name : {"sink", "src"}) {
+    GstPad* pad = gst_element_get_static_pad(run.element(), name);
+    GstCaps* caps = gst_pad_query_caps(pad, nullptr);
+    for (guint i = 0; i < gst_caps_get_size(caps); ++i)
+      EXPECT_FALSE(gst_caps_features_contains(gst_caps_get_features(caps, i), "memory:CUDAMemory")) << name;
+    GstCaps* c = gst_caps_from_string(cuda);
+    EXPECT_FALSE(gst_pad_query_accept_caps(pad, c)) << name;
+    gst_caps_unref(c);
+    gst_caps_unref(caps);
+    gst_object_unref(pad);
+  }
+  gst_harness_set_src_caps_str(run.h(), cuda);
+  EXPECT_EQ(gst_harness_push(run.h(), gst_buffer_new_allocate(nullptr, 32 * 24 * 3 / 2, nullptr)),
+            GST_FLOW_NOT_NEGOTIATED);
+}
+
 TEST(Caps, UnsupportedInputIsNotNegotiated) {
   for (const char* caps : {"video/x-raw,format=YUY2,width=32,height=24,framerate=25/1",
                            "video/x-raw,format=GRAY8,width=32,height=24,framerate=25/1",
@@ -398,7 +522,9 @@ TEST_P(Formats, SinkFormatConvertsLikeTheFrameConverter) {
   ASSERT_EQ(out.size(), 2u);
   const GstVideoInfo out_info = run.output_info();
   ASSERT_EQ(GST_VIDEO_INFO_FORMAT(&out_info), GST_VIDEO_FORMAT_RGB);
-  expect_equal_frames(rgb_of(out_info, out), engine_upscale(conv.to_rgb(packed), {}), caps);
+  // 10/16-bit input enters the engine as float RGB (push_float), 8-bit as 8-bit RGB (push).
+  const at::Tensor rgb = bit_depth(*format) > 8 ? conv.to_rgb_float(packed) : conv.to_rgb(packed);
+  expect_equal_frames(rgb_of(out_info, out), engine_upscale(rgb, {}), caps);
 }
 
 TEST_P(Formats, SrcFormatConvertsLikeTheFrameConverter) {
@@ -416,7 +542,12 @@ TEST_P(Formats, SrcFormatConvertsLikeTheFrameConverter) {
   ASSERT_EQ(std::string(GST_VIDEO_INFO_NAME(&out_info)), fc.format);
   ASSERT_EQ(GST_VIDEO_INFO_WIDTH(&out_info), 128);
   FrameConverter conv(*pixel_format_of(GST_VIDEO_INFO_FORMAT(&out_info)), 128, 96, yuv_spec_of(out_info), at::kCPU);
-  expect_equal_frames(packed_frames(out_info, out), conv.from_rgb(engine_upscale(frames, {})), downstream);
+  // 10/16-bit output is written from the engine's float frames (float_output), 8-bit from its 8-bit frames.
+  StreamOptions o;
+  o.float_output = bit_depth(conv.format()) > 8;
+  const at::Tensor rgb = engine_upscale(frames, o);
+  expect_equal_frames(packed_frames(out_info, out), o.float_output ? conv.from_rgb_float(rgb) : conv.from_rgb(rgb),
+                      downstream);
 }
 
 // The chroma siting of the caps reaches the conversion both ways, also without a colorimetry field (which
@@ -452,7 +583,9 @@ INSTANTIATE_TEST_SUITE_P(Formats, Formats,
                          ::testing::Values(FormatCase{"RGB", ""}, FormatCase{"RGBx", ""}, FormatCase{"BGRx", ""},
                                            FormatCase{"RGBA", ""}, FormatCase{"BGRA", ""},
                                            FormatCase{"I420", "bt601"}, FormatCase{"I420", "1:3:5:1"},
-                                           FormatCase{"NV12", "bt709"}, FormatCase{"NV12", ""}),
+                                           FormatCase{"NV12", "bt709"}, FormatCase{"NV12", ""},
+                                           FormatCase{"I420_10LE", "bt709"}, FormatCase{"P010_10LE", "bt2020"},
+                                           FormatCase{"P010_10LE", "bt2100-pq"}, FormatCase{"Y444_16LE", "bt601"}),
                          [](const auto& info) {
                            std::string name = std::string(info.param.format) + "_" +
                                               (*info.param.colorimetry ? info.param.colorimetry : "default");

@@ -94,9 +94,17 @@ at::Tensor engine_upscale(const at::Tensor& frames, StreamOptions options, const
   options.in_width = frames.size(2);
   options.in_height = frames.size(1);
   Stream stream(model, options);
-  auto a = stream.push(frames).frames;
+  auto a = frames.is_floating_point() ? stream.push_float(frames).frames : stream.push(frames).frames;
   auto b = stream.finish().frames;
   return at::cat({a, b}, 0);
+}
+
+at::Tensor engine_upscale_packed(const FrameConverter& in, const at::Tensor& packed, const FrameConverter& out,
+                                 StreamOptions options, const std::string& model_dir) {
+  const bool deep_in = bit_depth(in.format()) > 8;
+  options.float_output = bit_depth(out.format()) > 8;
+  const at::Tensor rgb = engine_upscale(deep_in ? in.to_rgb_float(packed) : in.to_rgb(packed), options, model_dir);
+  return options.float_output ? out.from_rgb_float(rgb) : out.from_rgb(rgb);
 }
 
 Harness::Harness(const std::string& element_description) {

@@ -42,9 +42,15 @@ GstBuffer* buffer_from_packed(const GstVideoInfo& info, const at::Tensor& packed
 // The packed (tight) planes of a buffer of `info`'s layout: uint8 [layout size].
 at::Tensor packed_from_buffer(const GstVideoInfo& info, GstBuffer* buffer);
 
-// The engine run directly: pushes `frames` (uint8 [n, h, w, 3]) then finish(); returns every output.
+// The engine run directly: pushes `frames` (uint8 [n, h, w, 3] with push(), floating in [0, 255] with
+// push_float()) then finish(); returns every output (float32 with options.float_output).
 at::Tensor engine_upscale(const at::Tensor& frames, StreamOptions options,
                           const std::string& model_dir = tiny_model_dir());
+// The element's frame path between two formats, on the engine directly (docs/element.md, 10-bit video):
+// packed frames of `in` to RGB (8-bit: to_rgb + push; 10/16-bit: to_rgb_float + push_float), upscaled,
+// and to packed frames of `out` (8-bit: from_rgb; 10/16-bit: float_output + from_rgb_float).
+at::Tensor engine_upscale_packed(const FrameConverter& in, const at::Tensor& packed, const FrameConverter& out,
+                                 StreamOptions options = {}, const std::string& model_dir = tiny_model_dir());
 
 // A GstHarness around one flashvsr element (owned), with the element at hand.
 class Harness {

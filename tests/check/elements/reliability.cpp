@@ -580,13 +580,15 @@ TEST_P(HostileTiny, TinyFramesUpscaleLikeTheEngine) {
   ASSERT_EQ(GST_VIDEO_INFO_HEIGHT(&info), 4 * c.h);
   ASSERT_EQ(GST_VIDEO_INFO_FORMAT(&info), GST_VIDEO_INFO_FORMAT(&in_info));
   FrameConverter conv(*pixel_format_of(GST_VIDEO_INFO_FORMAT(&info)), 4 * c.w, 4 * c.h, yuv_spec_of(info), at::kCPU);
-  expect_equal_frames(packed_frames(info, out), conv.from_rgb(engine_upscale(in.to_rgb(packed), {})), caps);
+  // 10/16-bit formats through the engine's float path (docs/element.md, 10-bit video).
+  expect_equal_frames(packed_frames(info, out), engine_upscale_packed(in, packed, conv), caps);
 }
 
 INSTANTIATE_TEST_SUITE_P(Hostile, HostileTiny,
                          ::testing::Values(TinyCase{"RGB", 1, 1}, TinyCase{"I420", 1, 1}, TinyCase{"NV12", 2, 2},
                                            TinyCase{"BGRx", 2, 2}, TinyCase{"RGB", 1, 16}, TinyCase{"I420", 16, 1},
-                                           TinyCase{"RGBA", 16, 16}),
+                                           TinyCase{"RGBA", 16, 16}, TinyCase{"P010_10LE", 1, 1},
+                                           TinyCase{"I420_10LE", 1, 16}, TinyCase{"Y444_16LE", 2, 2}),
                          [](const auto& info) {
                            return std::string(info.param.format) + "_" + std::to_string(info.param.w) + "x" +
                                   std::to_string(info.param.h);

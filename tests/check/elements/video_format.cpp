@@ -37,15 +37,17 @@ std::vector<uint8_t> pattern(const flashvsr::PlaneLayout& l) {
 TEST(VideoFormat, TemplateCapsListEveryFormatUpTo16384Progressive) {
   GstCaps* got = template_caps();
   GstCaps* want = gst_caps_from_string(
-      "video/x-raw, format=(string){ RGB, RGBx, BGRx, RGBA, BGRA, I420, NV12 }, width=(int)[ 1, 16384 ], "
+      "video/x-raw, format=(string){ RGB, RGBx, BGRx, RGBA, BGRA, I420, NV12, I420_10LE, P010_10LE, Y444_16LE }, width=(int)[ 1, 16384 ], "
       "height=(int)[ 1, 16384 ], framerate=(fraction)[ 0/1, 2147483647/1 ], interlace-mode=(string)progressive");
   EXPECT_TRUE(gst_caps_is_equal(got, want)) << gst_caps_to_string(got);
   gst_caps_unref(want);
   gst_caps_unref(got);
   for (GstVideoFormat f : {GST_VIDEO_FORMAT_RGB, GST_VIDEO_FORMAT_RGBx, GST_VIDEO_FORMAT_BGRx, GST_VIDEO_FORMAT_RGBA,
-                           GST_VIDEO_FORMAT_BGRA, GST_VIDEO_FORMAT_I420, GST_VIDEO_FORMAT_NV12})
+                           GST_VIDEO_FORMAT_BGRA, GST_VIDEO_FORMAT_I420, GST_VIDEO_FORMAT_NV12,
+                           GST_VIDEO_FORMAT_I420_10LE, GST_VIDEO_FORMAT_P010_10LE, GST_VIDEO_FORMAT_Y444_16LE})
     EXPECT_TRUE(pixel_format_of(f).has_value()) << gst_video_format_to_string(f);
-  for (GstVideoFormat f : {GST_VIDEO_FORMAT_YUY2, GST_VIDEO_FORMAT_GRAY8, GST_VIDEO_FORMAT_ARGB})
+  for (GstVideoFormat f : {GST_VIDEO_FORMAT_YUY2, GST_VIDEO_FORMAT_GRAY8, GST_VIDEO_FORMAT_ARGB,
+                           GST_VIDEO_FORMAT_I420_10BE, GST_VIDEO_FORMAT_P016_LE, GST_VIDEO_FORMAT_I420_12LE})
     EXPECT_FALSE(pixel_format_of(f).has_value()) << gst_video_format_to_string(f);
 }
 
@@ -92,7 +94,7 @@ TEST(VideoFormat, MissingYuvMatrixRangeAndSitingTakeGStreamersDefaultsForTheHeig
 // Odd sizes: 35x21 RGB has 105-byte rows in 108-byte strides; I420 has 36-byte luma and 20-byte chroma
 // strides (18x11 chroma); NV12 a 36-byte luma stride (35-byte rows) and 36-byte chroma rows.
 TEST(VideoFormat, PlaneCopiesHonourStridesAndPlaneOffsetsAndLeaveThePaddingAlone) {
-  for (const char* format : {"RGB", "I420", "NV12"}) {
+  for (const char* format : {"RGB", "I420", "NV12", "I420_10LE", "P010_10LE", "Y444_16LE"}) {
     SCOPED_TRACE(format);
     GstVideoInfo info;
     gst_video_info_set_format(&info, gst_video_format_from_string(format), 35, 21);
@@ -130,6 +132,43 @@ TEST(VideoFormat, PlaneCopiesHonourStridesAndPlaneOffsetsAndLeaveThePaddingAlone
     EXPECT_EQ(back, packed);
     gst_buffer_unref(buffer);
   }
+}
+
+// The engine's layout of every format of the pads is GStreamer's description of it: per plane, the rows
+// of its components and their width times their pixel stride; the bit depth and, for P010, the code's
+// position in its 16-bit word (GStreamer's shift).
+TEST(VideoFormat, EngineLayoutsAreGStreamersPlanesRowsAndDepths) {
+  GstCaps* caps = template_caps();
+  const GValue* list = gst_structure_get_value(gst_caps_get_structure(caps, 0), "format");
+  ASSERT_TRUE(GST_VALUE_HOLDS_LIST(list));
+  for (guint i = 0; i < gst_value_list_get_size(list); ++i) {
+    const GstVideoFormat format = gst_video_format_from_string(g_value_get_string(gst_value_list_get_value(list, i)));
+    const GstVideoFormatInfo* finfo = gst_video_format_get_info(format);
+    for (const auto& [w, h] : {std::make_pair(35, 21), std::make_pair(1, 1), std::make_pair(64, 48)}) {
+      SCOPED_TRACE(std::string(GST_VIDEO_FORMAT_INFO_NAME(finfo)) + " " + std::to_string(w) + "x" + std::to_string(h));
+      GstVideoInfo info;
+      ASSERT_TRUE(gst_video_info_set_format(&info, format, w, h));
+      const flashvsr::PlaneLayout l = layout_of(&info);
+      ASSERT_EQ(l.planes, static_cast<int>(GST_VIDEO_INFO_N_PLANES(&info)));
+      for (int p = 0; p < l.planes; ++p) {
+        int comp = -1;
+        for (guint c = 0; c < GST_VIDEO_INFO_N_COMPONENTS(&info) && comp < 0; ++c)
+          if (static_cast<int>(GST_VIDEO_FORMAT_INFO_PLANE(finfo, c)) == p) comp = static_cast<int>(c);
+        ASSERT_GE(comp, 0);
+        EXPECT_EQ(l.rows[p], GST_VIDEO_INFO_COMP_HEIGHT(&info, comp)) << "plane " << p;
+        EXPECT_EQ(l.row_bytes[p], GST_VIDEO_INFO_COMP_WIDTH(&info, comp) * GST_VIDEO_INFO_COMP_PSTRIDE(&info, comp))
+            << "plane " << p;
+        EXPECT_LE(l.row_bytes[p], GST_VIDEO_INFO_PLANE_STRIDE(&info, p)) << "plane " << p;
+      }
+      const flashvsr::PixelFormat engine = *pixel_format_of(format);
+      EXPECT_EQ(flashvsr::bit_depth(engine), static_cast<int>(GST_VIDEO_FORMAT_INFO_DEPTH(finfo, 0)));
+      EXPECT_EQ(flashvsr::is_yuv(engine), static_cast<bool>(GST_VIDEO_FORMAT_INFO_IS_YUV(finfo)));
+      if (format == GST_VIDEO_FORMAT_P010_10LE) EXPECT_EQ(GST_VIDEO_FORMAT_INFO_SHIFT(finfo, 0), 6u);
+      else EXPECT_EQ(GST_VIDEO_FORMAT_INFO_SHIFT(finfo, 0), 0u);
+      EXPECT_STREQ(flashvsr::pixel_format_name(engine), GST_VIDEO_FORMAT_INFO_NAME(finfo));
+    }
+  }
+  gst_caps_unref(caps);
 }
 
 // 1080p I420/NV12/RGB and 32x24 RGB frames in one memory are already the packed layout (one copy moves
