@@ -411,14 +411,82 @@ TEST(Caps, TenAndSixteenBitInputKeepsItsFormat) {
   }
 }
 
-// CUDA memory is not implemented: neither pad offers memory:CUDAMemory, and such caps are refused
-// (docs/element.md, Caps).
-TEST(Caps, CudaMemoryCapsAreNotOfferedAndAreRefused) {
+// The formats of the pads (docs/element.md, Caps), written out here.
+const std::vector<std::string> kPadFormats = {"RGB",  "RGBx", "BGRx",      "RGBA",      "BGRA",
+                                              "I420", "NV12", "I420_10LE", "P010_10LE", "Y444_16LE"};
+
+std::vector<std::string> formats_of(const GstStructure* s) {
+  std::vector<std::string> out;
+  const GValue* list = gst_structure_get_value(s, "format");
+  if (list && GST_VALUE_HOLDS_LIST(list))
+    for (guint i = 0; i < gst_value_list_get_size(list); ++i)
+      out.push_back(g_value_get_string(gst_value_list_get_value(list, i)));
+  return out;
+}
+
+// Both pad templates: video/x-raw(memory:CUDAMemory) first, then system memory, each with every format
+// (a build without gstreamer-cuda-1.0 offers system memory only).
+TEST(Caps, TemplatesOfferCudaMemoryFirstThenSystemMemoryForEveryFormat) {
+  GstElement* element = gst_element_factory_make("flashvsr", nullptr);
+  ASSERT_NE(element, nullptr);
+  for (const char* name : {"sink", "src"}) {
+    GstPad* pad = gst_element_get_static_pad(element, name);
+    GstCaps* caps = gst_pad_get_pad_template_caps(pad);
+    const guint want = gstflashvsr::kHaveCudaMemory ? 2 : 1;
+    ASSERT_EQ(gst_caps_get_size(caps), want) << name;
+    for (guint i = 0; i < want; ++i) {
+      const bool cuda = gstflashvsr::kHaveCudaMemory && i == 0;
+      GstCapsFeatures* f = gst_caps_get_features(caps, i);
+      EXPECT_EQ(gst_caps_features_contains(f, "memory:CUDAMemory"), cuda) << name << " " << i;
+      EXPECT_EQ(gst_caps_features_contains(f, GST_CAPS_FEATURE_MEMORY_SYSTEM_MEMORY), !cuda) << name << " " << i;
+      EXPECT_EQ(formats_of(gst_caps_get_structure(caps, i)), kPadFormats) << name << " " << i;
+    }
+    gst_caps_unref(caps);
+    gst_object_unref(pad);
+  }
+  gst_object_unref(element);
+}
+
+// Warnings of the flashvsr debug category, while it lives.
+class WarningLog {
+ public:
+  WarningLog() {
+    gst_debug_set_threshold_for_name("flashvsr", GST_LEVEL_WARNING);
+    gst_debug_add_log_function(&WarningLog::log, this, nullptr);
+  }
+  ~WarningLog() {
+    gst_debug_remove_log_function_by_data(this);
+    gst_debug_unset_threshold_for_name("flashvsr");
+  }
+  bool contains(const std::string& text) {
+    std::lock_guard<std::mutex> guard(lock_);
+    for (const std::string& line : lines_)
+      if (line.find(text) != std::string::npos) return true;
+    return false;
+  }
+
+ private:
+  static void log(GstDebugCategory* category, GstDebugLevel level, const gchar*, const gchar*, gint, GObject*,
+                  GstDebugMessage* message, gpointer data) {
+    if (level != GST_LEVEL_WARNING || std::string(gst_debug_category_get_name(category)) != "flashvsr") return;
+    auto* self = static_cast<WarningLog*>(data);
+    std::lock_guard<std::mutex> guard(self->lock_);
+    self->lines_.push_back(gst_debug_message_get(message));
+  }
+  std::mutex lock_;
+  std::vector<std::string> lines_;
+};
+
+// On the CPU (device=cpu) neither pad offers memory:CUDAMemory, such caps are refused with the reason
+// logged, and a buffer under them is not negotiated (docs/element.md, Caps).
+TEST(Caps, CudaMemoryOnTheCpuIsNotOfferedAndIsRefusedWithTheReason) {
   const char* cuda = "video/x-raw(memory:CUDAMemory),format=NV12,width=32,height=24,framerate=25/1";
+  WarningLog warnings;
   Harness run(element_line());
   for (const char* name : {"sink", "src"}) {
     GstPad* pad = gst_element_get_static_pad(run.element(), name);
     GstCaps* caps = gst_pad_query_caps(pad, nullptr);
+    EXPECT_GT(gst_caps_get_size(caps), 0u) << name;
     for (guint i = 0; i < gst_caps_get_size(caps); ++i)
       EXPECT_FALSE(gst_caps_features_contains(gst_caps_get_features(caps, i), "memory:CUDAMemory")) << name;
     GstCaps* c = gst_caps_from_string(cuda);
@@ -427,6 +495,10 @@ TEST(Caps, CudaMemoryCapsAreNotOfferedAndAreRefused) {
     gst_caps_unref(caps);
     gst_object_unref(pad);
   }
+  if (gstflashvsr::kHaveCudaMemory)
+    EXPECT_TRUE(warnings.contains("the element runs on the CPU (device=cpu): memory:CUDAMemory needs device=cuda"));
+  else
+    EXPECT_TRUE(warnings.contains("this build of the plugin has no CUDA memory support"));
   gst_harness_set_src_caps_str(run.h(), cuda);
   EXPECT_EQ(gst_harness_push(run.h(), gst_buffer_new_allocate(nullptr, 32 * 24 * 3 / 2, nullptr)),
             GST_FLOW_NOT_NEGOTIATED);
