@@ -54,6 +54,25 @@ at::Tensor plane_view(GstVideoFrame* frame, int p, const flashvsr::PlaneLayout& 
                        at::TensorOptions().dtype(at::kByte).device(device));
 }
 
+// The video to map `buffer` of `info` with: `info` where the buffer has a GstVideoMeta (which
+// gst_video_frame_map then follows), else with the strides and offsets of its CUDA memory (pitched rows),
+// not the caps' defaults.
+GstVideoInfo mapping_info(GstBuffer* buffer, const GstVideoInfo& info) {
+  if (gst_buffer_get_video_meta(buffer) || gst_buffer_n_memory(buffer) != 1) return info;
+  const GstVideoInfo& mem = GST_CUDA_MEMORY_CAST(gst_buffer_peek_memory(buffer, 0))->info;
+  if (GST_VIDEO_INFO_FORMAT(&mem) != GST_VIDEO_INFO_FORMAT(&info) ||
+      GST_VIDEO_INFO_WIDTH(&mem) != GST_VIDEO_INFO_WIDTH(&info) ||
+      GST_VIDEO_INFO_HEIGHT(&mem) != GST_VIDEO_INFO_HEIGHT(&info))
+    return info;
+  GstVideoInfo out = info;
+  for (guint p = 0; p < GST_VIDEO_INFO_N_PLANES(&info); ++p) {
+    out.stride[p] = mem.stride[p];
+    out.offset[p] = mem.offset[p];
+  }
+  out.size = mem.size;
+  return out;
+}
+
 }  // namespace
 
 GstCudaContext* new_torch_cuda_context(int device_index, std::string* error) {
@@ -152,7 +171,8 @@ GstBufferPool* new_cuda_pool(GstCudaContext* context, GstCaps* caps, guint* size
 at::Tensor read_cuda_frame(GstBuffer* buffer, const GstVideoInfo& info, const flashvsr::PlaneLayout& layout,
                            at::Device device) {
   GstVideoFrame frame;
-  if (!gst_video_frame_map(&frame, &info, buffer, static_cast<GstMapFlags>(GST_MAP_READ | GST_MAP_CUDA)))
+  const GstVideoInfo map_info = mapping_info(buffer, info);
+  if (!gst_video_frame_map(&frame, &map_info, buffer, static_cast<GstMapFlags>(GST_MAP_READ | GST_MAP_CUDA)))
     throw flashvsr::Error(flashvsr::Error::Kind::BadInput,
                           "could not map an input buffer's CUDA memory (" + std::to_string(gst_buffer_get_size(buffer)) +
                               " bytes) for " + GST_VIDEO_INFO_NAME(&info) + " " +
@@ -180,7 +200,8 @@ at::Tensor read_cuda_frame(GstBuffer* buffer, const GstVideoInfo& info, const fl
 bool write_cuda_frame(const at::Tensor& packed, const flashvsr::PlaneLayout& layout, GstBuffer* buffer,
                       const GstVideoInfo& info) {
   GstVideoFrame frame;
-  if (!gst_video_frame_map(&frame, &info, buffer, static_cast<GstMapFlags>(GST_MAP_WRITE | GST_MAP_CUDA)))
+  const GstVideoInfo map_info = mapping_info(buffer, info);
+  if (!gst_video_frame_map(&frame, &map_info, buffer, static_cast<GstMapFlags>(GST_MAP_WRITE | GST_MAP_CUDA)))
     return false;
   try {
     c10::InferenceMode inference;
