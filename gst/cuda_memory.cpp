@@ -152,6 +152,11 @@ std::string cuda_buffer_refusal(GstBuffer* buffer, int device_index) {
   return "";
 }
 
+bool is_torch_cuda_buffer(GstBuffer* buffer, at::Device device) {
+  return device.is_cuda() && is_cuda_buffer(buffer) &&
+         cuda_buffer_refusal(buffer, device.has_index() ? device.index() : 0).empty();
+}
+
 GstBufferPool* new_cuda_pool(GstCudaContext* context, GstCaps* caps, guint* size, guint min, guint max) {
   GstBufferPool* pool = gst_cuda_buffer_pool_new(context);
   GstStructure* config = gst_buffer_pool_get_config(pool);

@@ -45,6 +45,10 @@ bool is_cuda_buffer(GstBuffer* buffer);
 // of another device, or of a CUDA context other than the device's primary one.
 std::string cuda_buffer_refusal(GstBuffer* buffer, int device_index);
 
+// Whether LibTorch on `device` can read and write `buffer`'s CUDA memory in place (CUDA memory of that
+// device's primary context); other buffers are mapped to the host.
+bool is_torch_cuda_buffer(GstBuffer* buffer, at::Device device);
+
 // A GstCudaBufferPool of `context` for `caps` (min..max buffers, GstVideoMeta on), configured; `size`
 // takes the pool's buffer size. Null when the pool refuses the configuration.
 GstBufferPool* new_cuda_pool(GstCudaContext* context, GstCaps* caps, guint* size, guint min, guint max);

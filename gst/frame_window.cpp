@@ -129,8 +129,8 @@ FrameWindow::Step FrameWindow::push(GstBuffer* input) {
   const at::Device device = stream_.model().device();
   const flashvsr::PlaneLayout& layout = in_conv_.layout();
 #ifdef FLASHVSR_GST_CUDA
-  // CUDA memory: the planes, gathered on the device into the packed layout.
-  const at::Tensor packed = is_cuda_buffer(input) ? read_cuda_frame(input, in_info_, layout, device)
+  // CUDA memory LibTorch can use: the planes, gathered on the device into the packed layout.
+  const at::Tensor packed = is_torch_cuda_buffer(input, device) ? read_cuda_frame(input, in_info_, layout, device)
                                                   : read_host_frame(input, in_info_, layout, device);
 #else
   const at::Tensor packed = read_host_frame(input, in_info_, layout, device);
@@ -220,7 +220,7 @@ void FrameWindow::queue_outputs(const at::Tensor& rgb) {
 
 bool FrameWindow::write(const Output& frame, GstBuffer* buffer) const {
 #ifdef FLASHVSR_GST_CUDA
-  if (is_cuda_buffer(buffer)) {
+  if (is_torch_cuda_buffer(buffer, frame.packed.device())) {
     // CUDA memory: one device copy per plane, from the packed frame on the device.
     if (!write_cuda_frame(frame.packed, out_conv_.layout(), buffer, out_info_)) return false;
     frame.meta.stamp(buffer);

@@ -1133,7 +1133,13 @@ gst_flashvsr_submit_input_buffer (GstBaseTransform * trans, gboolean is_discont,
     return GST_FLOW_NOT_NEGOTIATED;
   }
 #ifdef FLASHVSR_GST_CUDA
-  if (is_cuda_buffer (buffer)) {
+  /* Under CUDA caps the memory must be usable in place (under system caps any memory is mapped to the
+   * host). */
+  GstCaps *sink_caps =
+      gst_pad_get_current_caps (GST_BASE_TRANSFORM_SINK_PAD (trans));
+  const bool cuda_caps = sink_caps && has_cuda_memory (sink_caps);
+  gst_clear_caps (&sink_caps);
+  if (cuda_caps) {
     const std::string refusal = cuda_buffer_refusal (buffer,
         gst_flashvsr_cuda_device (self));
     if (!refusal.empty ()) {
