@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 namespace gstflashvsr {
 
@@ -134,14 +135,31 @@ gint transform_dimension(GstPadDirection direction, gint size, double scale) {
   return static_cast<gint>(std::clamp<int64_t>(v, 1, kMaxSide));
 }
 
-GstCaps* transform_caps(GstPadDirection direction, GstCaps* caps, GstCaps* filter, double scale) {
+bool has_cuda_memory(const GstCaps* caps) {
+  for (guint i = 0; i < gst_caps_get_size(caps); ++i) {
+    GstCapsFeatures* features = gst_caps_get_features(caps, i);
+    if (features && !gst_caps_features_is_any(features) && gst_caps_features_contains(features, kCudaMemoryFeature))
+      return true;
+  }
+  return false;
+}
+
+GstCaps* transform_caps(GstPadDirection direction, GstCaps* caps, GstCaps* filter, double scale, bool cuda) {
   GstCaps* ret = gst_caps_new_empty();
   for (guint i = 0; i < gst_caps_get_size(caps); ++i) {
     const GstStructure* s = gst_caps_get_structure(caps, i);
     GstCapsFeatures* features = gst_caps_get_features(caps, i);
-    if (features && !gst_caps_features_is_any(features) &&
-        !gst_caps_features_is_equal(features, GST_CAPS_FEATURES_MEMORY_SYSTEM_MEMORY))
-      continue;
+    const bool any = !features || gst_caps_features_is_any(features);
+    const bool system = !any && gst_caps_features_is_equal(features, GST_CAPS_FEATURES_MEMORY_SYSTEM_MEMORY);
+    const bool in_cuda = !any && !system && cuda && gst_caps_features_get_size(features) == 1 &&
+                         gst_caps_features_contains(features, kCudaMemoryFeature);
+    if (!any && !system && !in_cuda) continue;
+    // The memories on the other side, the input's first: video stays where it is unless the other
+    // side cannot take it there (the element reads and writes either memory).
+    std::vector<const char*> memories;
+    if (in_cuda) memories = {kCudaMemoryFeature, GST_CAPS_FEATURE_MEMORY_SYSTEM_MEMORY};
+    else if (cuda) memories = {GST_CAPS_FEATURE_MEMORY_SYSTEM_MEMORY, kCudaMemoryFeature};
+    else memories = {GST_CAPS_FEATURE_MEMORY_SYSTEM_MEMORY};
 
     // Any format on the other side; colorimetry and chroma siting belong to the format.
     GstStructure* base = gst_structure_copy(s);
@@ -152,13 +170,12 @@ GstCaps* transform_caps(GstPadDirection direction, GstCaps* caps, GstCaps* filte
     const GValue* w = gst_structure_get_value(s, "width");
     const GValue* h = gst_structure_get_value(s, "height");
     GValue tw = G_VALUE_INIT, th = G_VALUE_INIT;
+    GstStructure* scaled = nullptr;
     if (w && h && transform_dimension_value(direction, w, scale, &tw)) {
       if (transform_dimension_value(direction, h, scale, &th)) {
-        GstStructure* scaled = gst_structure_copy(base);
+        scaled = gst_structure_copy(base);
         gst_structure_take_value(scaled, "width", &tw);
         gst_structure_take_value(scaled, "height", &th);
-        ret = gst_caps_merge_structure_full(ret, scaled,
-                                            gst_caps_features_new(GST_CAPS_FEATURE_MEMORY_SYSTEM_MEMORY, nullptr));
       } else {
         g_value_unset(&tw);
       }
@@ -166,7 +183,12 @@ GstCaps* transform_caps(GstPadDirection direction, GstCaps* caps, GstCaps* filte
     // ...then any size, since downstream may fix one (the engine resizes to it).
     gst_structure_set(base, "width", GST_TYPE_INT_RANGE, 1, kMaxSide, "height", GST_TYPE_INT_RANGE, 1, kMaxSide,
                       nullptr);
-    ret = gst_caps_merge_structure_full(ret, base, gst_caps_features_new(GST_CAPS_FEATURE_MEMORY_SYSTEM_MEMORY, nullptr));
+    for (GstStructure* st : {scaled, base}) {
+      if (!st) continue;
+      for (const char* memory : memories)
+        ret = gst_caps_merge_structure_full(ret, gst_structure_copy(st), gst_caps_features_new(memory, nullptr));
+      gst_structure_free(st);
+    }
   }
   if (filter) {
     GstCaps* tmp = gst_caps_intersect_full(filter, ret, GST_CAPS_INTERSECT_FIRST);

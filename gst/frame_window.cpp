@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "frame_window.h"
 
+#include "cuda_memory.h"
 #include "video_format.h"
 
 #include "error.h"
@@ -71,6 +72,30 @@ double elapsed_ms(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
 }
 
+// The planes of a system-memory `buffer` of `info`, into one tight host tensor (pinned for a fast upload
+// to CUDA): uint8 [1, layout.size].
+at::Tensor read_host_frame(GstBuffer* buffer, const GstVideoInfo& info, const flashvsr::PlaneLayout& layout,
+                           at::Device device) {
+  GstVideoFrame video;
+  if (!gst_video_frame_map(&video, &info, buffer, GST_MAP_READ))
+    throw flashvsr::Error(flashvsr::Error::Kind::BadInput,
+                          "could not map an input buffer: " + std::to_string(gst_buffer_get_size(buffer)) +
+                              "-byte buffer for " + GST_VIDEO_INFO_NAME(&info) + " " +
+                              std::to_string(GST_VIDEO_INFO_WIDTH(&info)) + "x" +
+                              std::to_string(GST_VIDEO_INFO_HEIGHT(&info)) + " (" +
+                              std::to_string(GST_VIDEO_INFO_SIZE(&info)) + " bytes)");
+  at::Tensor packed;
+  try {
+    packed = at::empty({1, layout.size}, at::TensorOptions().dtype(at::kByte).pinned_memory(device.is_cuda()));
+  } catch (...) {
+    gst_video_frame_unmap(&video);
+    throw;
+  }
+  read_planes(&video, layout, packed.data_ptr<uint8_t>());
+  gst_video_frame_unmap(&video);
+  return packed;
+}
+
 }  // namespace
 
 FrameMeta FrameMeta::of(GstBuffer* input) {
@@ -117,26 +142,15 @@ FrameWindow::Step FrameWindow::push(GstBuffer* input) {
   if (discont_next_) frame.meta.flags |= GST_BUFFER_FLAG_DISCONT;
   discont_next_ = false;
 
-  // The planes, into one tight host tensor (pinned for a fast upload to CUDA): uint8 [1, in size].
   const at::Device device = stream_.model().device();
   const flashvsr::PlaneLayout& layout = in_conv_.layout();
-  GstVideoFrame video;
-  if (!gst_video_frame_map(&video, &in_info_, input, GST_MAP_READ))
-    throw flashvsr::Error(flashvsr::Error::Kind::BadInput,
-                          "could not map an input buffer: " + std::to_string(gst_buffer_get_size(input)) +
-                              "-byte buffer for " + GST_VIDEO_INFO_NAME(&in_info_) + " " +
-                              std::to_string(GST_VIDEO_INFO_WIDTH(&in_info_)) + "x" +
-                              std::to_string(GST_VIDEO_INFO_HEIGHT(&in_info_)) + " (" +
-                              std::to_string(GST_VIDEO_INFO_SIZE(&in_info_)) + " bytes)");
-  at::Tensor packed;
-  try {
-    packed = at::empty({1, layout.size}, at::TensorOptions().dtype(at::kByte).pinned_memory(device.is_cuda()));
-  } catch (...) {
-    gst_video_frame_unmap(&video);
-    throw;
-  }
-  read_planes(&video, layout, packed.data_ptr<uint8_t>());
-  gst_video_frame_unmap(&video);
+#ifdef FLASHVSR_GST_CUDA
+  // CUDA memory LibTorch can use: the planes, gathered on the device into the packed layout.
+  const at::Tensor packed = is_torch_cuda_buffer(input, device) ? read_cuda_frame(input, in_info_, layout, device)
+                                                  : read_host_frame(input, in_info_, layout, device);
+#else
+  const at::Tensor packed = read_host_frame(input, in_info_, layout, device);
+#endif
   pending_.push_back(std::move(frame));
 
   Step step;
@@ -225,6 +239,14 @@ void FrameWindow::queue_outputs(const at::Tensor& rgb) {
 }
 
 bool FrameWindow::write(const Output& frame, GstBuffer* buffer) const {
+#ifdef FLASHVSR_GST_CUDA
+  if (is_torch_cuda_buffer(buffer, frame.packed.device())) {
+    // CUDA memory: one device copy per plane, from the packed frame on the device.
+    if (!write_cuda_frame(frame.packed, out_conv_.layout(), buffer, out_info_)) return false;
+    frame.meta.stamp(buffer);
+    return true;
+  }
+#endif
   GstVideoFrame video;
   if (!gst_video_frame_map(&video, &out_info_, buffer, GST_MAP_WRITE)) return false;
   const flashvsr::PlaneLayout& layout = out_conv_.layout();

@@ -32,6 +32,7 @@
 #include "gstflashvsr.h"
 
 #include "caps_negotiation.h"
+#include "cuda_memory.h"
 #include "element_error.h"
 #include "frame_window.h"
 #include "live_pacer.h"
@@ -74,6 +75,11 @@ struct GstFlashVsrPrivate
   std::shared_ptr < const flashvsr::Model > model;
   /* Counters and latency figures (locked on their own). */
   Measurements measurements;
+#ifdef FLASHVSR_GST_CUDA
+  /* The CUDA context shared with the neighbours (GstContext "gst.cuda.context"): LibTorch's primary
+   * context of the element's device, from READY to NULL; guarded by `lock`. */
+  GstCudaContext *cuda_ctx = nullptr;
+#endif
 
   /* Streaming state. Only the streaming thread touches it (buffers, serialized events, set_caps), or a
    * state change once streaming has stopped (start/stop), so it needs no lock. */
@@ -102,6 +108,8 @@ static void gst_flashvsr_set_property (GObject * object, guint prop_id,
     const GValue * value, GParamSpec * pspec);
 static void gst_flashvsr_get_property (GObject * object, guint prop_id,
     GValue * value, GParamSpec * pspec);
+static void gst_flashvsr_set_context (GstElement * element,
+    GstContext * context);
 static GstStateChangeReturn gst_flashvsr_change_state (GstElement * element,
     GstStateChange transition);
 static gboolean gst_flashvsr_start (GstBaseTransform * trans);
@@ -161,6 +169,7 @@ gst_flashvsr_class_init (GstFlashVsrClass * klass)
       "gst-flashvsr developers");
 
   element_class->change_state = GST_DEBUG_FUNCPTR (gst_flashvsr_change_state);
+  element_class->set_context = GST_DEBUG_FUNCPTR (gst_flashvsr_set_context);
 
   trans_class->start = GST_DEBUG_FUNCPTR (gst_flashvsr_start);
   trans_class->stop = GST_DEBUG_FUNCPTR (gst_flashvsr_stop);
@@ -377,6 +386,122 @@ gst_flashvsr_load_model (GstFlashVsr * self)
   return FALSE;
 }
 
+/* ------------------------------------------------------------------------------------------------ */
+/* CUDA memory (gst/cuda_memory.h)                                                                   */
+/* ------------------------------------------------------------------------------------------------ */
+
+/* The CUDA device index the element runs on (the loaded model's, else the settings'), -1 on the CPU. */
+static int
+gst_flashvsr_cuda_device (GstFlashVsr * self)
+{
+  const std::shared_ptr < const flashvsr::Model > model =
+      gst_flashvsr_model (self);
+  try {
+    const at::Device device = model ? model->device ()
+        : load_options (gst_flashvsr_settings (self)).device;
+    return device.is_cuda ()? (device.has_index ()? device.index () : 0) : -1;
+  }
+  catch (...) {
+    return -1;
+  }
+}
+
+/* Why the element does not take or make video in CUDA memory now ("" when it does). */
+static std::string
+gst_flashvsr_cuda_memory_refusal (GstFlashVsr * self)
+{
+  if (!kHaveCudaMemory)
+    return "this build of the plugin has no CUDA memory support "
+        "(built without gstreamer-cuda-1.0 or without a CUDA LibTorch)";
+  if (gst_flashvsr_cuda_device (self) < 0)
+    return "the element runs on the CPU (device=" +
+        gst_flashvsr_settings (self).device +
+        "): memory:CUDAMemory needs device=cuda or cuda:N";
+#ifdef FLASHVSR_GST_CUDA
+  std::lock_guard < std::mutex > guard (self->priv->lock);
+  if (!self->priv->cuda_ctx && GST_STATE (self) != GST_STATE_NULL)
+    return "no usable CUDA context (see the warning at the NULL to READY change)";
+#endif
+  return "";
+}
+
+/* NULL -> READY on a CUDA device: the CUDA context the element shares with its neighbours. One set on the
+ * element before (by the application or a bin) is kept when LibTorch can use its memory (the device's
+ * primary context); else the element wraps LibTorch's primary context and announces it (HAVE_CONTEXT),
+ * before the CUDA elements around it make their own at READY -> PAUSED. Without one, CUDA memory is off
+ * (logged). */
+static void
+gst_flashvsr_share_cuda_context (GstFlashVsr * self)
+{
+#ifdef FLASHVSR_GST_CUDA
+  GstFlashVsrPrivate *priv = self->priv;
+  const int device = gst_flashvsr_cuda_device (self);
+  if (device < 0)
+    return;
+  GstCudaContext *ctx = NULL;
+  {
+    std::lock_guard < std::mutex > guard (priv->lock);
+    if (priv->cuda_ctx && !is_torch_cuda_context (priv->cuda_ctx)) {
+      GST_WARNING_OBJECT (self, "the CUDA context set on the element is not "
+          "the primary context of device %d, whose memory LibTorch uses: "
+          "ignoring it", device);
+      gst_clear_object (&priv->cuda_ctx);
+    }
+    if (priv->cuda_ctx) {
+      GST_INFO_OBJECT (self, "CUDA memory through the given context of "
+          "device %d", device);
+      return;
+    }
+  }
+  std::string error;
+  ctx = new_torch_cuda_context (device, &error);
+  if (!ctx) {
+    GST_WARNING_OBJECT (self, "no CUDA context for device %d (%s): video in "
+        "CUDA memory is refused, system memory only", device, error.c_str ());
+    return;
+  }
+  {
+    std::lock_guard < std::mutex > guard (priv->lock);
+    gst_object_replace ((GstObject **) & priv->cuda_ctx, GST_OBJECT (ctx));
+  }
+  GST_INFO_OBJECT (self, "sharing LibTorch's CUDA context of device %d",
+      device);
+  gst_element_post_message (GST_ELEMENT (self),
+      gst_message_new_have_context (GST_OBJECT (self),
+          gst_context_new_cuda_context (ctx)));
+  gst_object_unref (ctx);
+#else
+  GST_DEBUG_OBJECT (self, "built without CUDA memory support: system memory "
+      "only");
+#endif
+}
+
+static void
+gst_flashvsr_set_context (GstElement * element, GstContext * context)
+{
+#ifdef FLASHVSR_GST_CUDA
+  GstFlashVsr *self = GST_FLASHVSR (element);
+  const int device = gst_flashvsr_cuda_device (self);
+  GstCudaContext *given = NULL;
+  if (device >= 0
+      && gst_cuda_handle_set_context (element, context, device, &given)
+      && given) {
+    /* Only a context whose memory LibTorch can use replaces the element's. */
+    if (is_torch_cuda_context (given)) {
+      std::lock_guard < std::mutex > guard (self->priv->lock);
+      gst_object_replace ((GstObject **) & self->priv->cuda_ctx,
+          GST_OBJECT (given));
+    } else {
+      GST_WARNING_OBJECT (self, "ignoring a CUDA context of device %d that is "
+          "not its primary context (LibTorch's): CUDA memory made in it "
+          "would not be usable here", device);
+    }
+  }
+  gst_clear_object (&given);
+#endif
+  GST_ELEMENT_CLASS (parent_class)->set_context (element, context);
+}
+
 static GstStateChangeReturn
 gst_flashvsr_change_state (GstElement * element, GstStateChange transition)
 {
@@ -387,6 +512,9 @@ gst_flashvsr_change_state (GstElement * element, GstStateChange transition)
       && !gst_flashvsr_load_model (self))
     return GST_STATE_CHANGE_FAILURE;
 
+  if (transition == GST_STATE_CHANGE_NULL_TO_READY)
+    gst_flashvsr_share_cuda_context (self);
+
   ret = GST_ELEMENT_CLASS (parent_class)->change_state (element, transition);
   if (ret == GST_STATE_CHANGE_FAILURE)
     return ret;
@@ -394,6 +522,9 @@ gst_flashvsr_change_state (GstElement * element, GstStateChange transition)
   if (transition == GST_STATE_CHANGE_READY_TO_NULL) {
     std::lock_guard < std::mutex > guard (self->priv->lock);
     self->priv->model.reset ();
+#ifdef FLASHVSR_GST_CUDA
+    gst_clear_object (&self->priv->cuda_ctx);
+#endif
   }
   return ret;
 }
@@ -733,8 +864,12 @@ gst_flashvsr_transform_caps (GstBaseTransform * trans,
     GstPadDirection direction, GstCaps * caps, GstCaps * filter)
 {
   GstFlashVsr *self = GST_FLASHVSR (trans);
+  const std::string cuda_refusal = gst_flashvsr_cuda_memory_refusal (self);
+  if (!cuda_refusal.empty () && has_cuda_memory (caps))
+    GST_DEBUG_OBJECT (self, "memory:CUDAMemory refused: %s",
+        cuda_refusal.c_str ());
   GstCaps *ret = transform_caps (direction, caps, filter,
-      gst_flashvsr_settings (self).scale);
+      gst_flashvsr_settings (self).scale, cuda_refusal.empty ());
   GST_DEBUG_OBJECT (self, "%s %" GST_PTR_FORMAT " -> %" GST_PTR_FORMAT,
       direction == GST_PAD_SINK ? "sink" : "src", caps, ret);
   return ret;
@@ -773,6 +908,28 @@ gst_flashvsr_set_caps (GstBaseTransform * trans, GstCaps * incaps,
       return FALSE;
     }
   }
+
+#ifdef FLASHVSR_GST_CUDA
+  /* CUDA memory from or to a neighbour working on another GPU: refused here, with the devices named. */
+  const int device = gst_flashvsr_cuda_device (self);
+  for (GstPad * pad : {GST_BASE_TRANSFORM_SINK_PAD (trans),
+          GST_BASE_TRANSFORM_SRC_PAD (trans)}) {
+    const bool sink = pad == GST_BASE_TRANSFORM_SINK_PAD (trans);
+    if (!has_cuda_memory (sink ? incaps : outcaps))
+      continue;
+    const int peer = peer_cuda_device (pad);
+    if (peer >= 0 && peer != device) {
+      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+          ("The %s element's CUDA memory is on another GPU.",
+              sink ? "upstream" : "downstream"),
+          ("its CUDA context is on device %d, the element runs on cuda:%d: "
+              "set device=cuda:%d, or its cuda-device-id=%d", peer, device,
+              peer, device));
+      return FALSE;
+    }
+  }
+#endif
+
 
   /* 10/16-bit video keeps its precision through the engine: float RGB in (Stream::push_float) and out
    * (float_output, FrameConverter::from_rgb_float); 8-bit video goes through 8-bit RGB as the reference
@@ -827,13 +984,80 @@ gst_flashvsr_set_caps (GstBaseTransform * trans, GstCaps * incaps,
 }
 
 static gboolean
-gst_flashvsr_propose_allocation (GstBaseTransform * /* trans */,
+gst_flashvsr_propose_allocation (GstBaseTransform * trans,
     GstQuery * /* decide_query */, GstQuery * query)
 {
   /* Input frames are read through GstVideoFrame, so any strides and plane offsets will do. */
   gst_query_add_allocation_meta (query, GST_VIDEO_META_API_TYPE, NULL);
+#ifdef FLASHVSR_GST_CUDA
+  /* CUDA caps: a pool of the shared context, so that upstream writes where LibTorch reads. */
+  GstFlashVsr *self = GST_FLASHVSR (trans);
+  GstCaps *caps = NULL;
+  GstVideoInfo info;
+  gst_query_parse_allocation (query, &caps, NULL);
+  if (!caps || !has_cuda_memory (caps) || !gst_video_info_from_caps (&info, caps))
+    return TRUE;
+  GstCudaContext *ctx = NULL;
+  {
+    std::lock_guard < std::mutex > guard (self->priv->lock);
+    if (self->priv->cuda_ctx)
+      ctx = (GstCudaContext *) gst_object_ref (self->priv->cuda_ctx);
+  }
+  if (!ctx)
+    return FALSE;
+  guint size = GST_VIDEO_INFO_SIZE (&info);
+  GstBufferPool *pool = new_cuda_pool (ctx, caps, &size, 0, 0);
+  gst_object_unref (ctx);
+  if (!pool) {
+    GST_WARNING_OBJECT (self, "the CUDA buffer pool refused %" GST_PTR_FORMAT,
+        caps);
+    return FALSE;
+  }
+  gst_query_add_allocation_pool (query, pool, size, 0, 0);
+  gst_object_unref (pool);
+#else
+  (void) trans;
+#endif
   return TRUE;
 }
+
+#ifdef FLASHVSR_GST_CUDA
+/* CUDA output caps: a GstCudaBufferPool of the shared context (downstream's min and max buffers). */
+static gboolean
+gst_flashvsr_decide_cuda_allocation (GstFlashVsr * self, GstQuery * query,
+    GstCaps * outcaps, guint size)
+{
+  guint min = 0, max = 0;
+  const gboolean have_pool = gst_query_get_n_allocation_pools (query) > 0;
+  if (have_pool)
+    gst_query_parse_nth_allocation_pool (query, 0, NULL, NULL, &min, &max);
+  GstCudaContext *ctx = NULL;
+  {
+    std::lock_guard < std::mutex > guard (self->priv->lock);
+    if (self->priv->cuda_ctx)
+      ctx = (GstCudaContext *) gst_object_ref (self->priv->cuda_ctx);
+  }
+  GstBufferPool *pool = ctx ? new_cuda_pool (ctx, outcaps, &size, min, max)
+      : NULL;
+  gst_clear_object (&ctx);
+  if (!pool) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+        ("Failed to set up a CUDA buffer pool for the output."),
+        ("caps %" GST_PTR_FORMAT ", %s", outcaps, ctx ? "pool refused "
+            "the configuration" : "no CUDA context"));
+    return FALSE;
+  }
+  if (have_pool)
+    gst_query_set_nth_allocation_pool (query, 0, pool, size, min, max);
+  else
+    gst_query_add_allocation_pool (query, pool, size, min, max);
+  gst_object_unref (pool);
+  GST_DEBUG_OBJECT (self, "output in a CUDA buffer pool of %u-byte buffers",
+      size);
+  return GST_BASE_TRANSFORM_CLASS (parent_class)->decide_allocation
+      (GST_BASE_TRANSFORM (self), query);
+}
+#endif
 
 static gboolean
 gst_flashvsr_decide_allocation (GstBaseTransform * trans, GstQuery * query)
@@ -848,6 +1072,11 @@ gst_flashvsr_decide_allocation (GstBaseTransform * trans, GstQuery * query)
     return FALSE;
   size = GST_VIDEO_INFO_SIZE (&info);
 
+#ifdef FLASHVSR_GST_CUDA
+  if (has_cuda_memory (outcaps))
+    return gst_flashvsr_decide_cuda_allocation (GST_FLASHVSR (trans), query,
+        outcaps, size);
+#endif
   const gboolean have_pool = gst_query_get_n_allocation_pools (query) > 0;
   if (have_pool) {
     gst_query_parse_nth_allocation_pool (query, 0, &pool, &size, &min, &max);
@@ -912,6 +1141,34 @@ gst_flashvsr_query (GstBaseTransform * trans, GstPadDirection direction,
       max += ours;
     gst_query_set_latency (query, live, min, max);
     return TRUE;
+  }
+#ifdef FLASHVSR_GST_CUDA
+  if (GST_QUERY_TYPE (query) == GST_QUERY_CONTEXT) {
+    GstCudaContext *ctx = NULL;
+    {
+      std::lock_guard < std::mutex > guard (self->priv->lock);
+      if (self->priv->cuda_ctx)
+        ctx = (GstCudaContext *) gst_object_ref (self->priv->cuda_ctx);
+    }
+    const gboolean answered = ctx
+        && gst_cuda_handle_context_query (GST_ELEMENT (self), query, ctx);
+    gst_clear_object (&ctx);
+    if (answered)
+      return TRUE;
+  }
+#endif
+  if (GST_QUERY_TYPE (query) == GST_QUERY_ACCEPT_CAPS) {
+    GstCaps *caps = NULL;
+    gst_query_parse_accept_caps (query, &caps);
+    const std::string refusal = caps && has_cuda_memory (caps)
+        ? gst_flashvsr_cuda_memory_refusal (self) : std::string ();
+    if (!refusal.empty ()) {
+      GST_WARNING_OBJECT (self, "memory:CUDAMemory caps refused on the %s "
+          "pad: %s", direction == GST_PAD_SINK ? "sink" : "src",
+          refusal.c_str ());
+      gst_query_set_accept_caps_result (query, FALSE);
+      return TRUE;
+    }
   }
   return GST_BASE_TRANSFORM_CLASS (parent_class)->query (trans, direction,
       query);
@@ -1041,6 +1298,25 @@ gst_flashvsr_submit_input_buffer (GstBaseTransform * trans, gboolean is_discont,
     gst_buffer_unref (buffer);
     return GST_FLOW_NOT_NEGOTIATED;
   }
+#ifdef FLASHVSR_GST_CUDA
+  /* Under CUDA caps the memory must be usable in place (under system caps any memory is mapped to the
+   * host). */
+  GstCaps *sink_caps =
+      gst_pad_get_current_caps (GST_BASE_TRANSFORM_SINK_PAD (trans));
+  const bool cuda_caps = sink_caps && has_cuda_memory (sink_caps);
+  gst_clear_caps (&sink_caps);
+  if (cuda_caps) {
+    const std::string refusal = cuda_buffer_refusal (buffer,
+        gst_flashvsr_cuda_device (self));
+    if (!refusal.empty ()) {
+      gst_buffer_unref (buffer);
+      GST_ELEMENT_ERROR (self, STREAM, FAILED,
+          ("Cannot use the input's CUDA memory."), ("%s", refusal.c_str ()));
+      return GST_FLOW_ERROR;
+    }
+  }
+#endif
+
   const gboolean qos = gst_base_transform_is_qos_enabled (trans);
   const GstClockTimeDiff lag = priv->pacer.slow () && qos ?
       gst_flashvsr_lag (self, buffer) : 0;

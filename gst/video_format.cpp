@@ -50,6 +50,12 @@ GstCaps* template_caps() {
   gst_structure_set(s, "width", GST_TYPE_INT_RANGE, 1, kMaxSide, "height", GST_TYPE_INT_RANGE, 1, kMaxSide,
                     "framerate", GST_TYPE_FRACTION_RANGE, 0, 1, G_MAXINT, 1, "interlace-mode", G_TYPE_STRING,
                     "progressive", nullptr);
+  if (kHaveCudaMemory) {
+    // The same video in CUDA memory, first: preferred where both sides can take it.
+    GstCaps* cuda = gst_caps_copy(caps);
+    gst_caps_set_features(cuda, 0, gst_caps_features_new(kCudaMemoryFeature, nullptr));
+    caps = gst_caps_merge(cuda, caps);
+  }
   return caps;
 }
 

@@ -23,8 +23,17 @@ constexpr gint kMaxSide = static_cast<gint>(flashvsr::kMaxFrameSide);
 // The engine layout of a format of the pads, nullopt for any other format.
 std::optional<flashvsr::PixelFormat> pixel_format_of(GstVideoFormat format);
 
-// The caps of both pad templates: video/x-raw (system memory), every supported format, 1..kMaxSide,
-// any framerate, progressive.
+// Whether this build offers video in CUDA memory (gst-plugins-bad's GstCudaMemory, gst/cuda_memory.h),
+// and its caps feature.
+#ifdef FLASHVSR_GST_CUDA
+constexpr bool kHaveCudaMemory = true;
+#else
+constexpr bool kHaveCudaMemory = false;
+#endif
+constexpr const char* kCudaMemoryFeature = "memory:CUDAMemory";
+
+// The caps of both pad templates: video/x-raw in CUDA memory (when kHaveCudaMemory), then in system
+// memory, every supported format, 1..kMaxSide, any framerate, progressive.
 GstCaps* template_caps();
 // Sets `s`'s "format" field to the list of supported formats.
 void set_format_list(GstStructure* s);

@@ -3,6 +3,7 @@
 // colorimetry it refuses, and the plane copies between GStreamer's frame layout (strides, plane offsets)
 // and the engine's packed layout. Byte positions are computed here from GstVideoInfo's own offsets and
 // strides, not through the functions under test.
+#include "caps_negotiation.h"
 #include "video_format.h"
 
 #include <gst/gst.h>
@@ -34,12 +35,15 @@ std::vector<uint8_t> pattern(const flashvsr::PlaneLayout& l) {
 
 }  // namespace
 
-TEST(VideoFormat, TemplateCapsListEveryFormatUpTo16384Progressive) {
+TEST(VideoFormat, TemplateCapsListEveryFormatUpTo16384ProgressiveInCudaThenSystemMemory) {
   GstCaps* got = template_caps();
+  const std::string video =
+      " format=(string){ RGB, RGBx, BGRx, RGBA, BGRA, I420, NV12, I420_10LE, P010_10LE, Y444_16LE }, width=(int)[ 1, 16384 ], "
+      "height=(int)[ 1, 16384 ], framerate=(fraction)[ 0/1, 2147483647/1 ], interlace-mode=(string)progressive";
   GstCaps* want = gst_caps_from_string(
-      "video/x-raw, format=(string){ RGB, RGBx, BGRx, RGBA, BGRA, I420, NV12, I420_10LE, P010_10LE, Y444_16LE }, width=(int)[ 1, 16384 ], "
-      "height=(int)[ 1, 16384 ], framerate=(fraction)[ 0/1, 2147483647/1 ], interlace-mode=(string)progressive");
-  EXPECT_TRUE(gst_caps_is_equal(got, want)) << gst_caps_to_string(got);
+      ((kHaveCudaMemory ? "video/x-raw(memory:CUDAMemory)," + video + "; " : std::string()) + "video/x-raw," + video)
+          .c_str());
+  EXPECT_TRUE(gst_caps_is_strictly_equal(got, want)) << gst_caps_to_string(got);
   gst_caps_unref(want);
   gst_caps_unref(got);
   for (GstVideoFormat f : {GST_VIDEO_FORMAT_RGB, GST_VIDEO_FORMAT_RGBx, GST_VIDEO_FORMAT_BGRx, GST_VIDEO_FORMAT_RGBA,
@@ -203,6 +207,42 @@ TEST(VideoFormat, TightFramesAreThePackedLayoutAndOthersAreNot) {
   EXPECT_FALSE(is_packed(&frame, l));
   gst_video_frame_unmap(&frame);
   gst_buffer_unref(buffer);
+}
+
+// transform_caps, for caps in `memory` (a caps feature) of NV12 32x24: the memories of the structures
+// offered on the other pad, in order, each with the width it offers ("any" for a range).
+std::vector<std::string> offered(const char* memory, bool cuda) {
+  GstCaps* in = gst_caps_from_string("video/x-raw,format=NV12,width=32,height=24,framerate=25/1");
+  gst_caps_set_features(in, 0, gst_caps_features_new(memory, nullptr));
+  GstCaps* out = gstflashvsr::transform_caps(GST_PAD_SINK, in, nullptr, 4.0, cuda);
+  std::vector<std::string> got;
+  for (guint i = 0; i < gst_caps_get_size(out); ++i) {
+    gint w = 0;
+    const bool fixed = gst_structure_get_int(gst_caps_get_structure(out, i), "width", &w);
+    gchar* f = gst_caps_features_to_string(gst_caps_get_features(out, i));
+    got.push_back(std::string(f) + " " + (fixed ? std::to_string(w) : "any"));
+    g_free(f);
+  }
+  gst_caps_unref(out);
+  gst_caps_unref(in);
+  return got;
+}
+
+TEST(VideoFormatCaps, OnCudaTheInputsMemoryComesFirstThenTheOtherForTheScaledSizeThenAnySize) {
+  EXPECT_EQ(offered("memory:CUDAMemory", true),
+            (std::vector<std::string>{"memory:CUDAMemory 128", "memory:SystemMemory 128", "memory:CUDAMemory any",
+                                      "memory:SystemMemory any"}));
+  EXPECT_EQ(offered("memory:SystemMemory", true),
+            (std::vector<std::string>{"memory:SystemMemory 128", "memory:CUDAMemory 128", "memory:SystemMemory any",
+                                      "memory:CUDAMemory any"}));
+}
+
+TEST(VideoFormatCaps, WithoutCudaCudaMemoryIsNeitherTakenNorOffered) {
+  EXPECT_EQ(offered("memory:CUDAMemory", false), std::vector<std::string>{});
+  EXPECT_EQ(offered("memory:SystemMemory", false),
+            (std::vector<std::string>{"memory:SystemMemory 128", "memory:SystemMemory any"}));
+  // Other memories are refused either way.
+  EXPECT_EQ(offered("memory:GLMemory", true), std::vector<std::string>{});
 }
 
 int main(int argc, char** argv) {
