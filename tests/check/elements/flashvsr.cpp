@@ -1430,6 +1430,26 @@ TEST_P(Launch, GstLaunchWritesNFramesOfFourTimesTheSize) {
   EXPECT_EQ(file_size(out), static_cast<int64_t>(n) * (4 * w) * (4 * h) * 3);
 }
 
+// FlashVSR Full through gst-launch-1.0: the vendored Full fixture's model (Wan2.1_VAE.pth, no TCDecoder.ckpt)
+// with variant=full, N frames in, N frames of the fixture's output size out.
+TEST(Launch, GstLaunchRunsAFullModelWithNFramesOut) {
+  const char* launch = std::getenv("GST_LAUNCH");
+  if (!launch || !*launch) GTEST_SKIP() << "gst-launch-1.0 was not found at configure time";
+  const std::string fixture = test::vendored_fixtures_dir() + "/full-v11-adain";
+  const Json p = read_json_file(fixture + "/params.json");
+  ASSERT_EQ(p.at("variant").get<std::string>(), "full");
+  const int64_t n = 29, w = p.at("lr_width").get<int64_t>(), h = p.at("lr_height").get<int64_t>();
+  const std::string out = scratch("launch-full") + "/out.rgb";
+  const std::string command = std::string("\"") + launch + "\" -q videotestsrc num-buffers=" + std::to_string(n) +
+                              " pattern=ball ! video/x-raw,format=RGB,width=" + std::to_string(w) + ",height=" +
+                              std::to_string(h) + " ! flashvsr model-dir=\"" + fixture +
+                              "/model\" variant=full device=cpu precision=fp32 ! filesink location=\"" + out +
+                              "\" 2>&1";
+  std::string output;
+  ASSERT_EQ(test::run_command(command, &output), 0) << command << "\n" << output;
+  EXPECT_EQ(file_size(out), n * p.at("width").get<int64_t>() * p.at("height").get<int64_t>() * 3);
+}
+
 INSTANTIATE_TEST_SUITE_P(Launch, Launch,
                          ::testing::Values(std::make_tuple(1, 32, 24), std::make_tuple(3, 35, 21),
                                            std::make_tuple(27, 33, 25)),
