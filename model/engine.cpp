@@ -452,19 +452,4 @@ at::Tensor Stream::run_chunk(const ChunkPlan& plan) {
   return keep == out.size(0) ? out : out.narrow(0, 0, keep);
 }
 
-double time_first_chunk(std::shared_ptr<const Model> model, const StreamOptions& options) {
-  c10::InferenceMode inference;
-  Stream scratch(std::move(model), options);
-  // [25, h, w, 3] u8: enough frames for the first chunk, and no more.
-  const at::Tensor grey = at::full({kFirstChunkFrames, options.in_height, options.in_width, 3}, 128,
-                                   at::TensorOptions().dtype(at::kByte));
-  const auto t0 = std::chrono::steady_clock::now();
-  const at::Tensor out = scratch.push(grey).frames.cpu();
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (out.size(0) != outputs_ready(kFirstChunkFrames))
-    throw Error(Error::Kind::Internal, "first chunk gave " + std::to_string(out.size(0)) + " frames, expected " +
-                                           std::to_string(outputs_ready(kFirstChunkFrames)));
-  return seconds;
-}
-
 }  // namespace flashvsr

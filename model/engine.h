@@ -241,10 +241,4 @@ class Stream {
   double chunk_seconds_total_ = 0.0;  // the sum of every PushResult::seconds since the last reset
 };
 
-// Runs the first chunk of a scratch stream with these options over mid-grey frames and returns its wall
-// time in seconds, with its frames brought to the host (so the device work is included). A stream's first
-// chunk is its slowest (25 frames in, 21 out, and the device's kernels loaded on first use), so this is the
-// processing estimate a live pipeline needs before the stream's own first chunk has run.
-double time_first_chunk(std::shared_ptr<const Model> model, const StreamOptions& options);
-
 }  // namespace flashvsr

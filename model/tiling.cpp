@@ -317,20 +317,18 @@ at::Tensor TiledStream::blend(const std::vector<at::Tensor>& outs) {
 }
 
 double time_first_chunk(std::shared_ptr<const Model> model, const StreamOptions& options, const TileOptions& tiling) {
-  if (!plan_tiles(options, tiling).single()) {
-    c10::InferenceMode inference;
-    TiledStream scratch(std::move(model), options, tiling);
-    const at::Tensor grey = at::full({kFirstChunkFrames, options.in_height, options.in_width, 3}, 128,
-                                     at::TensorOptions().dtype(at::kByte));
-    const auto t0 = std::chrono::steady_clock::now();
-    const at::Tensor out = scratch.push(grey).frames.cpu();
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (out.size(0) != outputs_ready(kFirstChunkFrames))
-      throw Error(Error::Kind::Internal, "first chunk gave " + std::to_string(out.size(0)) + " frames, expected " +
-                                             std::to_string(outputs_ready(kFirstChunkFrames)));
-    return seconds;
-  }
-  return time_first_chunk(std::move(model), options);
+  c10::InferenceMode inference;
+  TiledStream scratch(std::move(model), options, tiling);
+  // [25, h, w, 3] u8: enough frames for the first chunk, and no more.
+  const at::Tensor grey = at::full({kFirstChunkFrames, options.in_height, options.in_width, 3}, 128,
+                                   at::TensorOptions().dtype(at::kByte));
+  const auto t0 = std::chrono::steady_clock::now();
+  const at::Tensor out = scratch.push(grey).frames.cpu();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (out.size(0) != outputs_ready(kFirstChunkFrames))
+    throw Error(Error::Kind::Internal, "first chunk gave " + std::to_string(out.size(0)) + " frames, expected " +
+                                           std::to_string(outputs_ready(kFirstChunkFrames)));
+  return seconds;
 }
 
 double state_gib_per_mp(const ModelConfig& c, const StreamOptions& o, at::ScalarType dtype) {

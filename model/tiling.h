@@ -128,8 +128,11 @@ class TiledStream {
   double blend_seconds_total_ = 0.0;
 };
 
-// time_first_chunk (engine.h) for a tiled stream: a scratch TiledStream's first chunk over mid-grey
-// frames, every tile and the blending, frames brought to the host.
+// Runs the first chunk of a scratch stream with these options and tiling (untiled: one plain Stream) over
+// mid-grey frames and returns its wall time in seconds, every tile and the blending, with its frames
+// brought to the host (so the device work is included). A stream's first chunk is its slowest (25 frames
+// in, 21 out, and the device's kernels loaded on first use), so this is the processing estimate a live
+// pipeline needs before the stream's own first chunk has run.
 double time_first_chunk(std::shared_ptr<const Model> model, const StreamOptions& options, const TileOptions& tiling);
 
 // Device memory of streams, in GiB: base + per_mp x (padded output megapixels), fitted by least squares
