@@ -120,14 +120,16 @@ case "$mode" in
     # the EOS answer.
     if [ -n "$frames" ]; then limit=(queue ! identity "eos-after=$((frames + 1))" !); fi
     # auto: does the input have an audio track? A short probe: decodebin's first raw audio buffer ends it
-    # (identity eos-after=1, exit 0); without audio no pad links and the demuxer stops at once with
-    # not-linked (non-zero exit). A branch to the muxer for a track that does not exist would never end.
+    # (identity eos-after=1, exit 0); decodebin exposes only raw audio (caps=audio/x-raw
+    # expose-all-streams=false: an exposed but unlinked video pad made the probe hang now and then, 2 in
+    # 12 on a loaded machine), so without audio nothing links and it fails at once (non-zero exit). A branch to the muxer for a track that does not exist would never end.
     # With --frames the video stops early while the audio would run to the end: auto drops the audio then.
     if [ "$audio" = auto ]; then
       audio=none
       if [ -n "$frames" ]; then :
       elif [ "$dry_run" = 1 ] && [ ! -f "$input" ]; then audio=keep
-      elif [ -f "$input" ] && timeout 30 gst-launch-1.0 -q filesrc "location=$input" ! decodebin ! audio/x-raw \
+      elif [ -f "$input" ] && timeout 30 gst-launch-1.0 -q filesrc "location=$input" \
+          ! decodebin caps=audio/x-raw expose-all-streams=false ! audio/x-raw \
           ! identity eos-after=1 ! fakesink >/dev/null 2>&1; then audio=keep
       fi
     fi

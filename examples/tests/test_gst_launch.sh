@@ -51,11 +51,12 @@ frames_of() {
 }
 
 # Seconds of audio in a file, decoded to 44.1 kHz stereo 16-bit; "none" when it has no audio track (the
-# probe of gst-launch.sh: no raw audio pad links, and the demuxer stops with not-linked).
+# probe of gst-launch.sh: decodebin exposes raw audio only, and with none nothing links).
 audio_seconds_of() {
   local file=$1 raw="$tmp/decoded.pcm"
   rm -f "$raw"
-  if ! timeout 60 gst-launch-1.0 -q filesrc location="$file" ! decodebin ! audio/x-raw ! audioconvert \
+  if ! timeout 60 gst-launch-1.0 -q filesrc location="$file" ! decodebin caps=audio/x-raw expose-all-streams=false \
+      ! audio/x-raw ! audioconvert \
       ! audioresample ! audio/x-raw,format=S16LE,rate=44100,channels=2 ! filesink location="$raw" >/dev/null 2>&1; then
     echo none; return
   fi
