@@ -28,15 +28,18 @@ namespace {
 
 const char* kUsage =
     "usage: flashvsr-parity [--device cpu|cuda|cuda:N] [--dtype fp32|bf16|fp16] [--threshold DB]\n"
-    "                       [--intermediate-tol REL] [--attention auto|reference|cuda] [--skip-missing]\n"
-    "                       [--exclude-from DIR] FIXTURE_DIR...\n"
+    "                       [--intermediate-tol REL] [--decoded-tol REL] [--attention auto|reference|cuda]\n"
+    "                       [--skip-missing] [--exclude-from DIR] FIXTURE_DIR...\n"
     "A FIXTURE_DIR is a fixture (holding params.json) or a directory of fixtures, of either variant (params.json\n"
     "\"variant\": \"tiny\", the default, or \"full\"; the model is loaded as that variant). --exclude-from DIR: a\n"
     "fixture whose name is also a fixture under DIR is not run again when its files are identical to that\n"
     "one (it is run when they differ, and said so).\n"
     "Defaults: --threshold 45 (dB, every frame; end-to-end from lr_frames: threshold - 5),\n"
-    "--intermediate-tol 1e-3 in fp32 on the CPU, 3e-3 in fp32 on CUDA (LibTorch's default TF32 convolutions),\n"
-    "3e-2 in bf16/fp16. The last line says how many fixtures were checked, naming them.\n"
+    "--intermediate-tol 1e-3 in fp32 on the CPU, 3e-3 in fp32 on CUDA, 3e-2 in bf16/fp16; a Full fixture's\n"
+    "decoded frames (chunkK.decoded) in bf16/fp16: --decoded-tol, default 1e-1 (the Wan VAE decoder's 30-odd\n"
+    "layers in bf16: 5.7e-2 on the CPU, 6.1e-2 on CUDA against the fp32 golden; a wrong layer gives ~1).\n"
+    "fp32 on CUDA runs with cuDNN's TF32 convolutions off (said so). The last line says how many fixtures\n"
+    "were checked, naming them.\n"
     "Exit status: 0 all checked fixtures passed (at least one), 1 a check failed, 2 bad usage or unreadable\n"
     "fixture or no fixture found, 77 (SKIP) with --skip-missing when none was found.\n";
 
@@ -45,6 +48,7 @@ struct Options {
   at::ScalarType dtype = at::kFloat;
   double threshold = 45.0;
   double intermediate_tol = 1e-3;
+  double decoded_tol = 1e-1;  // a Full fixture's chunkK.decoded in bf16/fp16
   AttentionBackend attention = AttentionBackend::Auto;
 };
 
@@ -203,9 +207,12 @@ bool run_fixture(const std::string& dir, const Options& opt) {
       continue;
     }
     const double rel = ((it->second - r).norm() / r.norm().clamp_min(1e-30)).item<double>();
-    const bool good = rel <= opt.intermediate_tol;
+    const bool reduced = opt.dtype != at::kFloat;
+    const bool vae_decoded = lo.variant == Variant::Full && key.size() > 8 && key.compare(key.size() - 8, 8, ".decoded") == 0;
+    const double tol = reduced && vae_decoded ? opt.decoded_tol : opt.intermediate_tol;
+    const bool good = rel <= tol;
     ok &= good;
-    std::printf("  %s: rel_l2=%.2e %s\n", key.c_str(), rel, good ? "ok" : "FAIL");
+    std::printf("  %s: rel_l2=%.2e (tol %.0e) %s\n", key.c_str(), rel, tol, good ? "ok" : "FAIL");
   }
 
   // (3) Pre-processing: our bicubic of lr_frames vs the reference's lq_video_u8.
@@ -286,7 +293,7 @@ std::vector<std::string> collect_fixtures(const std::vector<std::string>& args) 
 
 int main(int argc, char** argv) {
   try {
-    cli::Args args(argc, argv, {"device", "dtype", "threshold", "intermediate-tol", "attention", "exclude-from"},
+    cli::Args args(argc, argv, {"device", "dtype", "threshold", "intermediate-tol", "decoded-tol", "attention", "exclude-from"},
                    {"skip-missing", "help"});
     if (args.has("help") || args.positional().empty()) {
       std::fputs(kUsage, args.has("help") ? stdout : stderr);
@@ -298,8 +305,14 @@ int main(int argc, char** argv) {
     opt.threshold = args.num("threshold", 45.0);
     const double default_tol = opt.dtype != at::kFloat ? 3e-2 : opt.device.is_cuda() ? 3e-3 : 1e-3;
     opt.intermediate_tol = args.num("intermediate-tol", default_tol);
+    opt.decoded_tol = args.num("decoded-tol", opt.dtype != at::kFloat ? 1e-1 : opt.intermediate_tol);
     opt.attention = parse_attention_backend(args.str("attention", "auto"));
     check_device(opt.device);
+    if (opt.device.is_cuda() && opt.dtype == at::kFloat) {
+      // LibTorch lets cuDNN round fp32 convolution inputs to TF32 unless told not to: fp32 parity means fp32.
+      at::globalContext().setAllowTF32CuDNN(false);
+      std::printf("parity: fp32 on CUDA with cuDNN's TF32 convolutions off\n");
+    }
 
     std::vector<std::string> fixtures;
     for (const auto& dir : collect_fixtures(args.positional())) {

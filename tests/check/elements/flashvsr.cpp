@@ -1809,20 +1809,20 @@ GstPadProbeReturn sample_memory(GstPad*, GstPadProbeInfo*, gpointer data) {
   auto* m = static_cast<MemorySamples*>(data);
   ++m->frames;
   if (m->frames == 60) m->at_warm = device_memory_used();
-  if (m->frames == 400) m->at_end = device_memory_used();
+  if (m->frames == 1000) m->at_end = device_memory_used();
   return GST_PAD_PROBE_OK;
 }
 
 }  // namespace
 
-// 400 frames in CUDA memory through the element: the device memory in use after the first 60 (pools
+// 1,000 frames in CUDA memory through the element: the device memory in use after the first 60 (pools
 // and caches warm) stays within 16 MiB to the end (a leaked 512x384 NV12 output buffer per frame would
-// add about 100 MiB).
+// add about 280 MiB).
 TEST(CudaMemory, ManyFramesInCudaMemoryKeepDeviceMemoryFlat) {
   const std::string skip = cuda_memory_skip_reason();
   if (!skip.empty()) GTEST_SKIP() << skip;
   if (device_memory_used() < 0) GTEST_SKIP() << "the CUDA driver does not report device memory";
-  const std::string line = "videotestsrc num-buffers=400 pattern=ball ! "
+  const std::string line = "videotestsrc num-buffers=1000 pattern=ball ! "
                            "video/x-raw,format=NV12,width=128,height=96,framerate=25/1 ! cudaupload ! " +
                            cuda_element_line() + " ! cudadownload ! fakesink name=out";
   GError* err = nullptr;
@@ -1840,11 +1840,61 @@ TEST(CudaMemory, ManyFramesInCudaMemoryKeepDeviceMemoryFlat) {
   gst_element_set_state(pipeline, GST_STATE_NULL);
   gst_object_unref(sink);
   gst_object_unref(pipeline);
-  ASSERT_EQ(m.frames, 400);
+  ASSERT_EQ(m.frames, 1000);
   ASSERT_GE(m.at_warm, 0);
   ASSERT_GE(m.at_end, 0);
   EXPECT_LE(m.at_end - m.at_warm, int64_t{16} << 20)
-      << "device memory in use: " << m.at_warm << " bytes after 60 frames, " << m.at_end << " after 400";
+      << "device memory in use: " << m.at_warm << " bytes after 60 frames, " << m.at_end << " after 1000";
+}
+
+namespace {
+
+GstPadProbeReturn count_buffer(GstPad*, GstPadProbeInfo*, gpointer data) {
+  ++*static_cast<int64_t*>(data);
+  return GST_PAD_PROBE_OK;
+}
+
+}  // namespace
+
+// An H.264 clip decoded by NVDEC stays on the device into the element: filesrc ! qtdemux ! h264parse !
+// nvh264dec ! flashvsr ! cudadownload ! fakesink runs to EOS, negotiates CUDA memory on the element's
+// sink pad, and gives one output frame per decoded frame (the first 49: identity eos-after). The clip
+// comes from FLASHVSR_H264_CLIP (an MP4 with H.264 video; none is committed).
+TEST(CudaMemory, NvdecDecodedClipRunsThroughTheElementInCudaMemory) {
+  const std::string skip = cuda_memory_skip_reason();
+  if (!skip.empty()) GTEST_SKIP() << skip;
+  const char* clip = std::getenv("FLASHVSR_H264_CLIP");
+  if (!clip || !*clip) GTEST_SKIP() << "set FLASHVSR_H264_CLIP to an MP4 with H.264 video";
+  if (!g_file_test(clip, G_FILE_TEST_IS_REGULAR)) GTEST_SKIP() << "FLASHVSR_H264_CLIP: no file " << clip;
+  GstElementFactory* nvdec = gst_element_factory_find("nvh264dec");
+  if (!nvdec) GTEST_SKIP() << "no nvh264dec element (gst-plugins-bad's nvcodec plugin with NVDEC)";
+  gst_object_unref(nvdec);
+  const std::string line = std::string("filesrc location=\"") + clip +
+                           "\" ! qtdemux ! h264parse ! nvh264dec name=dec ! identity eos-after=49 ! "
+                           "flashvsr name=vsr model-dir=\"" + tiny_model_dir() +
+                           "\" device=cuda ! cudadownload ! fakesink name=out";
+  GError* err = nullptr;
+  GstElement* pipeline = gst_parse_launch(line.c_str(), &err);
+  ASSERT_NE(pipeline, nullptr) << (err ? err->message : "");
+  GstElement* dec = gst_bin_get_by_name(GST_BIN(pipeline), "dec");
+  GstElement* sink = gst_bin_get_by_name(GST_BIN(pipeline), "out");
+  GstPad* dec_src = gst_element_get_static_pad(dec, "src");
+  GstPad* sink_pad = gst_element_get_static_pad(sink, "sink");
+  int64_t decoded = 0, out = 0;
+  gst_pad_add_probe(dec_src, GST_PAD_PROBE_TYPE_BUFFER, count_buffer, &decoded, nullptr);
+  gst_pad_add_probe(sink_pad, GST_PAD_PROBE_TYPE_BUFFER, count_buffer, &out, nullptr);
+  EXPECT_EQ(run_pipeline(pipeline, 300 * GST_SECOND), "") << line;
+  GstElement* vsr = gst_bin_get_by_name(GST_BIN(pipeline), "vsr");
+  EXPECT_NE(current_caps(vsr, "sink").find("memory:CUDAMemory"), std::string::npos) << current_caps(vsr, "sink");
+  gst_object_unref(vsr);
+  gst_object_unref(sink_pad);
+  gst_object_unref(dec_src);
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(sink);
+  gst_object_unref(dec);
+  gst_object_unref(pipeline);
+  EXPECT_GE(decoded, 49);
+  EXPECT_EQ(out, 49);
 }
 
 int main(int argc, char** argv) {
