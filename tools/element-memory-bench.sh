@@ -11,7 +11,7 @@
 # source (and, for CUDA memory, the upload of the small input, which a decoder on the device would not
 # need) in a thread of its own, so the element's thread is what is timed.
 #   sys : videotestsrc ! NV12 WxH ! queue ! flashvsr ! NV12 (system memory) ! fakesink
-#   cuda: videotestsrc ! NV12 WxH ! cudaupload ! queue ! flashvsr ! NV12 (CUDAMemory) ! fakesink
+#   cuda: videotestsrc ! NV12 WxH ! cudaupload ! (CUDAMemory) ! queue ! flashvsr ! NV12 (CUDAMemory) ! fakesink
 # The copies: per frame, cudaupload of the input and cudadownload of the output, each the difference of
 # one thread's pipeline with and without it (for the download, the frame made on the device by cudaupload).
 set -eu
@@ -20,6 +20,8 @@ build=$1
 model=$2
 sizes=${3:-"1920x1080 3840x2160"}
 export GST_PLUGIN_PATH="$PWD/$build/gst"
+# cudaupload and cudadownload prefer system memory (passthrough first): ask for CUDA memory explicitly.
+cuda="video/x-raw(memory:CUDAMemory)"
 N1=${N1:-33}
 N2=${N2:-129}
 
@@ -43,11 +45,11 @@ for size in $sizes; do
   src="videotestsrc num-buffers=@N@ pattern=ball ! video/x-raw,format=NV12,width=$iw,height=$ih,framerate=30/1"
   vsr="flashvsr model-dir=$model device=cuda"
   sys_ms=$(per_frame_ms sys "$src ! queue ! $vsr ! video/x-raw,format=NV12 ! fakesink sync=false")
-  cuda_ms=$(per_frame_ms cuda "$src ! cudaupload ! queue ! $vsr ! video/x-raw(memory:CUDAMemory),format=NV12 ! fakesink sync=false")
+  cuda_ms=$(per_frame_ms cuda "$src ! cudaupload ! $cuda ! queue ! $vsr ! video/x-raw(memory:CUDAMemory),format=NV12 ! fakesink sync=false")
   # The two copies: the input's upload (in-element on the system-memory path) and the output's download.
   up_base=$(per_frame_ms up0 "$src ! fakesink sync=false")
-  up_ms=$(per_frame_ms up "$src ! cudaupload ! fakesink sync=false")
-  osrc="videotestsrc num-buffers=@N@ pattern=ball ! video/x-raw,format=NV12,width=$ow,height=$oh,framerate=30/1 ! cudaupload"
+  up_ms=$(per_frame_ms up "$src ! cudaupload ! $cuda ! fakesink sync=false")
+  osrc="videotestsrc num-buffers=@N@ pattern=ball ! video/x-raw,format=NV12,width=$ow,height=$oh,framerate=30/1 ! cudaupload ! $cuda"
   down_base=$(per_frame_ms down0 "$osrc ! fakesink sync=false")
   down_ms=$(per_frame_ms down "$osrc ! cudadownload ! video/x-raw,format=NV12 ! fakesink sync=false")
   python3 - "$size" "$sys_ms" "$cuda_ms" "$up_base" "$up_ms" "$down_base" "$down_ms" <<'EOF'
