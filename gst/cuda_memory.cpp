@@ -192,14 +192,44 @@ at::Tensor read_cuda_frame(GstBuffer* buffer, const GstVideoInfo& info, const fl
           .narrow(0, layout.offset[p], layout.rows[p] * layout.row_bytes[p])
           .view({layout.rows[p], layout.row_bytes[p]})
           .copy_(plane_view(&frame, p, layout, device));
-    // Upstream may reuse the memory once the buffer is released.
-    wait_for_copies(device);
+    // Upstream may reuse the memory once the buffer is released: the caller holds it (CudaInputHold).
     gst_video_frame_unmap(&frame);
     return packed;
   } catch (...) {
     gst_video_frame_unmap(&frame);
     throw;
   }
+}
+
+CudaInputHold::~CudaInputHold() {
+  for (Held& h : held_) {
+    h.done.synchronize();
+    gst_buffer_unref(h.buffer);
+  }
+}
+
+void CudaInputHold::hold(GstBuffer* buffer, at::Device device) {
+  c10::impl::VirtualGuardImpl guard(device.type());
+  held_.push_back(Held{gst_buffer_ref(buffer), c10::Event(device.type())});
+  held_.back().done.record(guard.getStream(device));
+  release_done();
+  while (held_.size() > kMaxHeld) {
+    held_.front().done.synchronize();
+    gst_buffer_unref(held_.front().buffer);
+    held_.pop_front();
+  }
+}
+
+void CudaInputHold::release_done() {
+  while (!held_.empty() && held_.front().done.query()) {
+    gst_buffer_unref(held_.front().buffer);
+    held_.pop_front();
+  }
+}
+
+void CudaInputHold::release_all() {
+  for (Held& h : held_) gst_buffer_unref(h.buffer);
+  held_.clear();
 }
 
 bool write_cuda_frame(const at::Tensor& packed, const flashvsr::PlaneLayout& layout, GstBuffer* buffer,

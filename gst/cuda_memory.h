@@ -7,9 +7,11 @@
 // and the engine's packed layout on the device: one device-to-device copy per plane, no host copy.
 //
 // GStreamer 1.22's GstCudaMemory carries no CUDA stream: a buffer's contents are complete when it is
-// pushed. The copies therefore run on LibTorch's current stream and are waited for (a CUDA event on that
-// stream, covering the copy only: the engine's own work is already waited for per chunk) before the
-// input buffer is released or the output buffer is pushed.
+// pushed, and upstream may reuse an input's memory once it is released. The copies run on LibTorch's
+// current stream. An input buffer is held (CudaInputHold) until a CUDA event recorded after its copy has
+// completed, which the streaming thread polls and never waits for; an output buffer's copies are waited
+// for (an event on that stream, covering the copy only) before it is pushed, since downstream may read it
+// on any stream at once.
 #pragma once
 
 #ifdef FLASHVSR_GST_CUDA
@@ -17,12 +19,14 @@
 #include "frame_format.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/Event.h>
 #include <gst/cuda/gstcudabufferpool.h>
 #include <gst/cuda/gstcudacontext.h>
 #include <gst/cuda/gstcudamemory.h>
 #include <gst/cuda/gstcudautils.h>
 #include <gst/video/video.h>
 
+#include <deque>
 #include <string>
 
 namespace gstflashvsr {
@@ -54,9 +58,41 @@ bool is_torch_cuda_buffer(GstBuffer* buffer, at::Device device);
 GstBufferPool* new_cuda_pool(GstCudaContext* context, GstCaps* caps, guint* size, guint min, guint max);
 
 // The planes of `buffer` (CUDA memory of video `info`, on `device`) -> packed uint8 [1, layout.size] on
-// `device`. Throws flashvsr::Error(BadInput) when the buffer cannot be mapped.
+// `device`, copied on LibTorch's current stream: the copy may still be reading the buffer when this
+// returns (hold it with CudaInputHold). Throws flashvsr::Error(BadInput) when the buffer cannot be mapped.
 at::Tensor read_cuda_frame(GstBuffer* buffer, const GstVideoInfo& info, const flashvsr::PlaneLayout& layout,
                            at::Device device);
+// Input buffers whose CUDA memory a queued device copy (read_cuda_frame) may still read: each keeps a
+// reference until the CUDA event recorded after its copy has completed. release_done() polls the events
+// (cudaEventQuery: no wait), so the streaming thread never blocks on an input copy. Inputs are copied onto
+// an idle or nearly idle stream (the engine's work is waited for per chunk), so one or two are held at a
+// time; more than kMaxHeld means the device is far behind, and the oldest is waited for so that upstream's
+// pool (a decoder's, often a handful of buffers) is not starved.
+class CudaInputHold {
+ public:
+  static constexpr size_t kMaxHeld = 4;
+  CudaInputHold() = default;
+  CudaInputHold(const CudaInputHold&) = delete;
+  CudaInputHold& operator=(const CudaInputHold&) = delete;
+  // Waits for the copies still outstanding (teardown only) and releases their buffers.
+  ~CudaInputHold();
+  // Takes a reference to `buffer` until the work queued so far on LibTorch's current stream of `device`
+  // (its copy) has completed; releases the inputs already done.
+  void hold(GstBuffer* buffer, at::Device device);
+  // Releases the inputs whose copies have completed.
+  void release_done();
+  // After a wait for the whole device: every copy has completed.
+  void release_all();
+  size_t held() const { return held_.size(); }
+
+ private:
+  struct Held {
+    GstBuffer* buffer;  // a reference of ours
+    c10::Event done;    // recorded after its copy
+  };
+  std::deque<Held> held_;
+};
+
 // packed: uint8 [layout.size] on the buffer's device -> the planes of `buffer` (CUDA memory of video
 // `info`). False when the buffer cannot be mapped.
 bool write_cuda_frame(const at::Tensor& packed, const flashvsr::PlaneLayout& layout, GstBuffer* buffer,

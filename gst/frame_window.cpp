@@ -146,8 +146,10 @@ FrameWindow::Step FrameWindow::push(GstBuffer* input) {
   const flashvsr::PlaneLayout& layout = in_conv_.layout();
 #ifdef FLASHVSR_GST_CUDA
   // CUDA memory LibTorch can use: the planes, gathered on the device into the packed layout.
-  const at::Tensor packed = is_torch_cuda_buffer(input, device) ? read_cuda_frame(input, in_info_, layout, device)
-                                                  : read_host_frame(input, in_info_, layout, device);
+  const bool cuda_input = is_torch_cuda_buffer(input, device);
+  const at::Tensor packed = cuda_input ? read_cuda_frame(input, in_info_, layout, device)
+                                       : read_host_frame(input, in_info_, layout, device);
+  if (cuda_input) input_hold_.hold(input, device);  // until its copy is done; no wait here
 #else
   const at::Tensor packed = read_host_frame(input, in_info_, layout, device);
 #endif
@@ -161,6 +163,9 @@ FrameWindow::Step FrameWindow::push(GstBuffer* input) {
   if (result.chunks > 0) {
     wait_for_device(device);
     step.ms = elapsed_ms(t0);
+#ifdef FLASHVSR_GST_CUDA
+    input_hold_.release_all();  // the device is idle: every input copy is done
+#endif
   }
   step.frames_in = 1;
   step.frames_ready = result.frames.size(0);

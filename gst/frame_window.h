@@ -16,6 +16,7 @@
 //          are the packed layout, else through pinned memory)
 #pragma once
 
+#include "cuda_memory.h"
 #include "properties.h"
 
 #include "engine.h"
@@ -128,6 +129,9 @@ class FrameWindow {
   std::deque<Pending> pending_;
   std::deque<Output> ready_;
   bool discont_next_ = true;  // mark the next input's output DISCONT (the first after a reset)
+#ifdef FLASHVSR_GST_CUDA
+  CudaInputHold input_hold_;  // CUDA inputs whose copies may still be running
+#endif
 };
 
 }  // namespace gstflashvsr
