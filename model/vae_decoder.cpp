@@ -39,12 +39,6 @@ at::Tensor frames_of(const at::Tensor& x) { return x.squeeze(0).transpose(0, 1);
 // [T, c, h, w] -> [1, c, T, h, w] in the decoder's layout.
 at::Tensor sequence_of(const at::Tensor& f, at::MemoryFormat fmt) { return f.transpose(0, 1).unsqueeze(0).contiguous(fmt); }
 
-// SiLU in place on a fresh temporary.
-at::Tensor silu_(at::Tensor x) {
-  at::silu_(x);
-  return x;
-}
-
 // Every temporal convolution of one decoder pass takes the next cache slot, in execution order.
 struct Pass {
   const VaeDecoderWeights& w;
@@ -57,10 +51,8 @@ struct Pass {
 at::Tensor res_block(Pass& p, const VaeDecoderWeights::Res& r, const at::Tensor& x) {
   // shortcut(x) + r6(silu(r3(r2(silu(r0(x))))))   x: [1, i, T, h, w] -> [1, o, T, h, w]
   const at::Tensor h = r.shortcut.weight.defined() ? at::conv3d(x, r.shortcut.weight, r.shortcut.bias) : x;
-  at::Tensor y = silu_(vae::rms_norm(x, r.gamma0));
-  y = vae::causal_conv3d(r.conv2, p.cache(), std::move(y));
-  y = silu_(vae::rms_norm(y, r.gamma3));
-  y = vae::causal_conv3d(r.conv6, p.cache(), std::move(y));
+  at::Tensor y = vae::causal_conv3d_of_norm_silu(r.conv2, p.cache(), x, r.gamma0);
+  y = vae::causal_conv3d_of_norm_silu(r.conv6, p.cache(), std::move(y), r.gamma3);
   return y.add_(h);
 }
 
@@ -127,8 +119,7 @@ at::Tensor decoder_pass(Pass& p, const at::Tensor& x_in) {
     for (size_t j = 0; j < 3; ++j) x = res_block(p, w.res[stage * 3 + j], x);
     if (stage < 3) x = up_block(p, w.up[stage], x);
   }
-  x = silu_(vae::rms_norm(x, w.head_gamma));
-  x = vae::causal_conv3d(w.head_conv, p.cache(), std::move(x));
+  x = vae::causal_conv3d_of_norm_silu(w.head_conv, p.cache(), std::move(x), w.head_gamma);
   if (p.next != static_cast<size_t>(kTemporalConvs))
     throw Error(Error::Kind::Internal, "vae_decode_chunk: " + std::to_string(p.next) + " temporal convolutions ran, expected " +
                                            std::to_string(kTemporalConvs));
@@ -169,9 +160,44 @@ at::Tensor causal_conv3d(const Conv& conv, at::Tensor& cache, at::Tensor x) {
   return at::conv3d(seq, conv.weight, conv.bias, {1, 1, 1}, {0, kh / 2, kw / 2});
 }
 
+namespace {
+
+// 1 / max(||x||_2 over C, 1e-12) as its denominator, [N, 1, ...], and gamma * sqrt(C), as rms_norm uses them.
+std::pair<at::Tensor, at::Tensor> rms_factors(const at::Tensor& x, const at::Tensor& gamma) {
+  return {at::linalg_vector_norm(x, 2, {1}, /*keepdim=*/true).clamp_min_(1e-12),
+          gamma * std::sqrt(static_cast<double>(x.size(1)))};
+}
+
+}  // namespace
+
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& gamma) {
-  const at::Tensor norm = at::linalg_vector_norm(x, 2, {1}, /*keepdim=*/true).clamp_min_(1e-12);
-  return at::div(x, norm).mul_(gamma * std::sqrt(static_cast<double>(x.size(1))));
+  const auto [norm, scale] = rms_factors(x, gamma);
+  return at::div(x, norm).mul_(scale);
+}
+
+at::Tensor causal_conv3d_of_norm_silu(const Conv& conv, at::Tensor& cache, at::Tensor x, const at::Tensor& gamma) {
+  const int64_t kt = conv.weight.size(2), kh = conv.weight.size(3), kw = conv.weight.size(4);
+  if (kt != kCacheFrames + 1)
+    throw Error(Error::Kind::Internal, "causal_conv3d: temporal kernel " + std::to_string(kt) + ", expected 3");
+  const int64_t T = x.size(2);
+  const auto fmt = x.suggest_memory_format();
+  // seq [1, i, 2 + T, h, w] = cache ++ silu(x / norm * scale): the same operations as rms_norm then silu_,
+  // the last two into the sequence's frames 2.. in place.
+  at::Tensor seq = at::empty({x.size(0), x.size(1), kCacheFrames + T, x.size(3), x.size(4)}, x.options(), fmt);
+  if (cache.defined())
+    seq.narrow(2, 0, kCacheFrames).copy_(cache);
+  else
+    seq.narrow(2, 0, kCacheFrames).zero_();
+  {
+    at::Tensor frames = seq.narrow(2, kCacheFrames, T);
+    const auto [norm, scale] = rms_factors(x, gamma);
+    at::div_out(frames, x, norm);
+    frames.mul_(scale);
+    at::silu_(frames);
+  }
+  x.reset();  // a caller that moved its input in frees it before the output is allocated (peak memory)
+  cache = seq.narrow(2, T, kCacheFrames).clone(fmt);  // the last 2 frames, own memory
+  return at::conv3d(seq, conv.weight, conv.bias, {1, 1, 1}, {0, kh / 2, kw / 2});
 }
 
 }  // namespace vae

@@ -87,6 +87,11 @@ namespace vae {
 at::Tensor causal_conv3d(const VaeDecoderWeights::Conv& conv, at::Tensor& cache, at::Tensor x);
 // x [N, C, ...] -> x / max(||x||_2 over C, 1e-12) * sqrt(C) * gamma (gamma [C, 1, ...]).
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& gamma);
+// causal_conv3d(conv, cache, silu(rms_norm(x, gamma))), the same values, with the normalised frames
+// written straight into the sequence `cache ++ .` the convolution reads (no separate tensor, no
+// concatenation copy): x [1, i, T, h, w] -> [1, o, T, h, w] (x by value, as causal_conv3d's).
+at::Tensor causal_conv3d_of_norm_silu(const VaeDecoderWeights::Conv& conv, at::Tensor& cache, at::Tensor x,
+                                      const at::Tensor& gamma);
 }  // namespace vae
 
 }  // namespace flashvsr

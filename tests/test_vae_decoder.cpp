@@ -277,6 +277,27 @@ TEST(VaeDecoder, RmsNormDividesByTheChannelNormTimesSqrtCAndGamma) {
   EXPECT_LE(worst, 1e-5);
 }
 
+// The fused form (normalised frames written into the convolution's sequence) against the naive causal
+// convolution of silu(x / ||x|| * sqrt(C) * gamma), computed here, over three calls (cache hand-over).
+TEST(VaeDecoder, CausalConvOfNormSiluIsTheCausalConvOfTheNormalisedFrames) {
+  c10::InferenceMode guard;
+  const VaeDecoderWeights::Conv conv{t::seeded_randn({3, 4, 3, 3, 3}, 21), t::seeded_randn({3}, 22)};
+  const at::Tensor gamma = t::seeded_randn({4, 1, 1, 1}, 23);
+  auto normalised = [&](const at::Tensor& x) {
+    const at::Tensor n = (x * x).sum(1, true).sqrt().clamp_min(1e-12);
+    return at::silu(x / n * std::sqrt(4.0) * gamma);
+  };
+  at::Tensor cache;
+  at::Tensor history = at::zeros({1, 4, 2, 3, 5});
+  for (int64_t call = 0; call < 3; ++call) {
+    const at::Tensor x = t::seeded_randn({1, 4, call == 1 ? 1 : 3, 3, 5}, 30 + call);
+    const at::Tensor want = naive_causal_conv(conv.weight, conv.bias, history, normalised(x));
+    EXPECT_LE(max_diff(vae::causal_conv3d_of_norm_silu(conv, cache, x, gamma), want), 1e-4) << "call " << call;
+    history = at::cat({history, normalised(x)}, 2).narrow(2, history.size(2) + x.size(2) - 2, 2);
+    EXPECT_LE(max_diff(cache, history), 1e-6) << "call " << call;
+  }
+}
+
 // ---- The decoder. ----
 
 TEST(VaeDecoder, WholeCallMatchesTheSpecsWholeSequenceDecoder) {
