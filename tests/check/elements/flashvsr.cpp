@@ -1723,7 +1723,7 @@ PipelineRun run_and_keep(const std::string& line) {
   return r;
 }
 
-const std::string kCudaCaps = "\"video/x-raw(memory:CUDAMemory)\"";
+const std::string kCudaCaps = "video/x-raw(memory:CUDAMemory)";
 
 std::string cuda_element_line() {
   return "flashvsr name=vsr model-dir=\"" + tiny_model_dir() + "\" device=cuda precision=fp32";
