@@ -146,23 +146,31 @@ VaeDecoderWeights::Res take_res(WeightFile& f, const std::string& prefix, int64_
 
 namespace vae {
 
-at::Tensor causal_conv3d(const Conv& conv, at::Tensor& cache, at::Tensor x) {
+namespace {
+
+// [1, c, 2 + T, h, w] in x's layout with the cache (zeros while undefined) in frames 0, 1; frames 2.. are
+// the caller's to fill with x's T frames (or a function of them).
+at::Tensor sequence_after_cache(const at::Tensor& cache, const at::Tensor& x) {
+  at::Tensor seq = at::empty({x.size(0), x.size(1), kCacheFrames + x.size(2), x.size(3), x.size(4)}, x.options(),
+                             x.suggest_memory_format());
+  if (cache.defined())
+    seq.narrow(2, 0, kCacheFrames).copy_(cache);
+  else
+    seq.narrow(2, 0, kCacheFrames).zero_();
+  return seq;
+}
+
+// The causal convolution of a filled sequence: `cache` becomes its last 2 frames (own memory, so as not
+// to hold the whole sequence), the output has frames 2.. of it: [1, i, 2 + T, h, w] -> [1, o, T, h, w].
+at::Tensor convolve_sequence(const Conv& conv, at::Tensor& cache, const at::Tensor& seq) {
   const int64_t kt = conv.weight.size(2), kh = conv.weight.size(3), kw = conv.weight.size(4);
   if (kt != kCacheFrames + 1)
     throw Error(Error::Kind::Internal, "causal_conv3d: temporal kernel " + std::to_string(kt) + ", expected 3");
-  const auto fmt = x.suggest_memory_format();
-  if (!cache.defined())
-    cache = at::zeros({x.size(0), x.size(1), kCacheFrames, x.size(3), x.size(4)}, x.options()).contiguous(fmt);
-  const at::Tensor seq = at::cat({cache, x}, 2);  // [1, i, 2 + T, h, w]
-  x.reset();  // a caller that moved its input in frees it before the output is allocated (peak memory)
-  // The last 2 frames of the sequence: its own copy, so as not to hold the whole input.
-  cache = seq.narrow(2, seq.size(2) - kCacheFrames, kCacheFrames).clone(fmt);
+  cache = seq.narrow(2, seq.size(2) - kCacheFrames, kCacheFrames).clone(seq.suggest_memory_format());
   return at::conv3d(seq, conv.weight, conv.bias, {1, 1, 1}, {0, kh / 2, kw / 2});
 }
 
-namespace {
-
-// 1 / max(||x||_2 over C, 1e-12) as its denominator, [N, 1, ...], and gamma * sqrt(C), as rms_norm uses them.
+// The norm over C, max(||x||_2, 1e-12) [N, 1, ...], and gamma * sqrt(C): x / norm * scale is rms_norm.
 std::pair<at::Tensor, at::Tensor> rms_factors(const at::Tensor& x, const at::Tensor& gamma) {
   return {at::linalg_vector_norm(x, 2, {1}, /*keepdim=*/true).clamp_min_(1e-12),
           gamma * std::sqrt(static_cast<double>(x.size(1)))};
@@ -170,34 +178,28 @@ std::pair<at::Tensor, at::Tensor> rms_factors(const at::Tensor& x, const at::Ten
 
 }  // namespace
 
+at::Tensor causal_conv3d(const Conv& conv, at::Tensor& cache, at::Tensor x) {
+  const at::Tensor seq = sequence_after_cache(cache, x);
+  seq.narrow(2, kCacheFrames, x.size(2)).copy_(x);
+  x.reset();  // a caller that moved its input in frees it before the output is allocated (peak memory)
+  return convolve_sequence(conv, cache, seq);
+}
+
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& gamma) {
   const auto [norm, scale] = rms_factors(x, gamma);
   return at::div(x, norm).mul_(scale);
 }
 
 at::Tensor causal_conv3d_of_norm_silu(const Conv& conv, at::Tensor& cache, at::Tensor x, const at::Tensor& gamma) {
-  const int64_t kt = conv.weight.size(2), kh = conv.weight.size(3), kw = conv.weight.size(4);
-  if (kt != kCacheFrames + 1)
-    throw Error(Error::Kind::Internal, "causal_conv3d: temporal kernel " + std::to_string(kt) + ", expected 3");
-  const int64_t T = x.size(2);
-  const auto fmt = x.suggest_memory_format();
-  // seq [1, i, 2 + T, h, w] = cache ++ silu(x / norm * scale): the same operations as rms_norm then silu_,
-  // the last two into the sequence's frames 2.. in place.
-  at::Tensor seq = at::empty({x.size(0), x.size(1), kCacheFrames + T, x.size(3), x.size(4)}, x.options(), fmt);
-  if (cache.defined())
-    seq.narrow(2, 0, kCacheFrames).copy_(cache);
-  else
-    seq.narrow(2, 0, kCacheFrames).zero_();
-  {
-    at::Tensor frames = seq.narrow(2, kCacheFrames, T);
-    const auto [norm, scale] = rms_factors(x, gamma);
-    at::div_out(frames, x, norm);
-    frames.mul_(scale);
-    at::silu_(frames);
-  }
-  x.reset();  // a caller that moved its input in frees it before the output is allocated (peak memory)
-  cache = seq.narrow(2, T, kCacheFrames).clone(fmt);  // the last 2 frames, own memory
-  return at::conv3d(seq, conv.weight, conv.bias, {1, 1, 1}, {0, kh / 2, kw / 2});
+  // Frames 2.. = silu(x / norm * scale): rms_norm's operations then silu_, written in place.
+  const at::Tensor seq = sequence_after_cache(cache, x);
+  at::Tensor frames = seq.narrow(2, kCacheFrames, x.size(2));
+  const auto [norm, scale] = rms_factors(x, gamma);
+  at::div_out(frames, x, norm);
+  frames.mul_(scale);
+  at::silu_(frames);
+  x.reset();  // as causal_conv3d's
+  return convolve_sequence(conv, cache, seq);
 }
 
 }  // namespace vae
