@@ -83,7 +83,6 @@ class CudaInputHold {
   void release_done();
   // After a wait for the whole device: every copy has completed.
   void release_all();
-  size_t held() const { return held_.size(); }
 
  private:
   struct Held {

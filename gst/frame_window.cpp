@@ -134,6 +134,13 @@ size_t FrameWindow::frames_pending() const {
   return static_cast<size_t>(std::count_if(pending_.begin(), pending_.end(), [](const Pending& p) { return !p.event; }));
 }
 
+void FrameWindow::wait_for_engine() {
+  wait_for_device(stream_.model().device());
+#ifdef FLASHVSR_GST_CUDA
+  input_hold_.release_all();  // the device is idle: every input copy is done
+#endif
+}
+
 FrameWindow::Step FrameWindow::push(GstBuffer* input) {
   const auto start = std::chrono::steady_clock::now();
   c10::InferenceMode inference;
@@ -161,11 +168,8 @@ FrameWindow::Step FrameWindow::push(GstBuffer* input) {
       float_input_ ? stream_.push_float(in_conv_.to_rgb_float(packed)) : stream_.push(in_conv_.to_rgb(packed));
   queue_outputs(result.frames);
   if (result.chunks > 0) {
-    wait_for_device(device);
+    wait_for_engine();
     step.ms = elapsed_ms(t0);
-#ifdef FLASHVSR_GST_CUDA
-    input_hold_.release_all();  // the device is idle: every input copy is done
-#endif
   }
   step.frames_in = 1;
   step.frames_ready = result.frames.size(0);
@@ -198,7 +202,7 @@ FrameWindow::Step FrameWindow::drain() {
     const flashvsr::PushResult result = stream_.finish();
     queue_outputs(result.frames);
     if (result.chunks > 0) {
-      wait_for_device(stream_.model().device());
+      wait_for_engine();
       step.ms = elapsed_ms(t0);
     }
     step.frames_ready = result.frames.size(0);

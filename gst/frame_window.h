@@ -116,6 +116,8 @@ class FrameWindow {
     EventPtr event;
     FrameMeta meta;
   };
+  // Waits for the device after a chunk (wait_for_device) and releases the CUDA inputs held for their copies.
+  void wait_for_engine();
   // Pairs the engine's frames (RGB on the device) with the oldest pending inputs, in the ready queue.
   void queue_outputs(const at::Tensor& rgb);
   // GAPs at the head of the pending queue (all frames before them out) go to the ready queue.

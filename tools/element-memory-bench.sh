@@ -32,8 +32,7 @@ seconds() {  # the wall time of one gst-launch line
   python3 -c "print($e - $s)"
 }
 
-per_frame_ms() {  # LABEL N1 N2 -- pipeline with @N@ for num-buffers
-  label=$1; shift
+per_frame_ms() {  # the ms per frame of a pipeline with @N@ for num-buffers, from N1 and N2 frames
   t1=$(seconds $(echo "$@" | sed "s/@N@/$N1/"))
   t2=$(seconds $(echo "$@" | sed "s/@N@/$N2/"))
   python3 -c "print(round(1000 * ($t2 - $t1) / ($N2 - $N1), 3))"
@@ -44,14 +43,14 @@ for size in $sizes; do
   iw=$((ow / 4)); ih=$((oh / 4))
   src="videotestsrc num-buffers=@N@ pattern=ball ! video/x-raw,format=NV12,width=$iw,height=$ih,framerate=30/1"
   vsr="flashvsr model-dir=$model device=cuda"
-  sys_ms=$(per_frame_ms sys "$src ! queue ! $vsr ! video/x-raw,format=NV12 ! fakesink sync=false")
-  cuda_ms=$(per_frame_ms cuda "$src ! cudaupload ! $cuda ! queue ! $vsr ! video/x-raw(memory:CUDAMemory),format=NV12 ! fakesink sync=false")
+  sys_ms=$(per_frame_ms "$src ! queue ! $vsr ! video/x-raw,format=NV12 ! fakesink sync=false")
+  cuda_ms=$(per_frame_ms "$src ! cudaupload ! $cuda ! queue ! $vsr ! $cuda,format=NV12 ! fakesink sync=false")
   # The two copies: the input's upload (in-element on the system-memory path) and the output's download.
-  up_base=$(per_frame_ms up0 "$src ! fakesink sync=false")
-  up_ms=$(per_frame_ms up "$src ! cudaupload ! $cuda ! fakesink sync=false")
+  up_base=$(per_frame_ms "$src ! fakesink sync=false")
+  up_ms=$(per_frame_ms "$src ! cudaupload ! $cuda ! fakesink sync=false")
   osrc="videotestsrc num-buffers=@N@ pattern=ball ! video/x-raw,format=NV12,width=$ow,height=$oh,framerate=30/1 ! cudaupload ! $cuda"
-  down_base=$(per_frame_ms down0 "$osrc ! fakesink sync=false")
-  down_ms=$(per_frame_ms down "$osrc ! cudadownload ! video/x-raw,format=NV12 ! fakesink sync=false")
+  down_base=$(per_frame_ms "$osrc ! fakesink sync=false")
+  down_ms=$(per_frame_ms "$osrc ! cudadownload ! video/x-raw,format=NV12 ! fakesink sync=false")
   python3 - "$size" "$sys_ms" "$cuda_ms" "$up_base" "$up_ms" "$down_base" "$down_ms" <<'EOF'
 import json, sys
 size, sys_ms, cuda_ms, up0, up, down0, down = sys.argv[1], *map(float, sys.argv[2:])
