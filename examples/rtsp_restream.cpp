@@ -1,16 +1,25 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // An RTSP restreamer: pulls a live RTSP stream, upscales it with flashvsr, re-encodes it with x264 and
-// serves the result again with gst-rtsp-server.
+// serves the result again with gst-rtsp-server, with the source's audio (re-encoded as Opus) beside it.
 //
 //   rtsp_restream --source rtsp://camera/stream --model-dir DIR [--device auto] [--port 8554]
-//                 [--mount /upscaled] [--address 127.0.0.1] ...
+//                 [--mount /upscaled] [--address 127.0.0.1] [--audio auto|off] ...
 //   viewer:  gst-launch-1.0 rtspsrc location=rtsp://127.0.0.1:8554/upscaled ! decodebin ! autovideosink
 //
 // One shared media serves every viewer. Its pipeline (the launch description below) is built when the
 // first viewer connects and stopped when the last one leaves:
 //
-//   rtspsrc ! decodebin ! queue ! videoconvert ! flashvsr ! queue ! videoconvert
-//           ! x264enc tune=zerolatency ! queue ! rtph264pay name=pay0
+//   rtspsrc  (its video pad) ! decodebin ! queue ! videoconvert ! flashvsr ! queue ! videoconvert
+//                                        ! x264enc tune=zerolatency ! queue ! rtph264pay name=pay0
+//            (its audio pad) ! decodebin ! queue ! audioconvert ! audioresample ! opusenc
+//                                        ! queue (holds the pipeline latency) ! rtpopuspay name=pay1
+//
+// Audio: rtsp-server announces one stream per payN and waits for data on every one of them before it
+// serves, so the audio branch may exist only when the source has audio. With --audio auto (the default)
+// each new media first reads the source's SDP (a DESCRIBE of its own, no SETUP) and builds the audio
+// branch only when the SDP lists an audio stream; the program says which it built. Audio and video leave
+// through sinks that synchronise on the same clock with the same pipeline latency, so the audio waits
+// (in the queue before pay1, sized by --audio-buffer) for the frames that flashvsr holds back.
 //
 // Latency: flashvsr holds up to 24 frames of look-ahead and answers the LATENCY query with 24 frame
 // durations plus its measured chunk time; rtsp-server recalculates the pipeline latency when the element
@@ -26,7 +35,11 @@
 #include <gst/gst.h>
 #include <gst/rtsp-server/rtsp-server.h>
 
+#include <gst/sdp/sdp.h>
+
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -56,6 +69,10 @@ struct Options {
   int engine_queue = 64;  // decoded frames waiting for the engine
   int chunk_allowance_ms = 1000;  // processing time reserved per engine chunk until it is measured
   int stats_interval_s = 5;
+  std::string audio = "auto";  // auto: the source's audio when it has one | off: video only
+  int audio_bitrate_kbps = 96;
+  int audio_buffer_ms = 10000;  // audio that may wait for the delayed video (see the header)
+  int probe_timeout_s = 10;     // for reading the source's SDP
 };
 
 // One media pipeline the factory made. Lives until the program ends (signal handlers of the media and
@@ -64,7 +81,9 @@ struct TrackedMedia {
   int id = 0;
   GWeakRef media;
   std::atomic<bool> prepared{false};
+  bool audio_branch = false;  // the media's pipeline has pay1 (set in media-configure, before streaming)
   std::atomic<bool> video_selected{false};
+  std::atomic<bool> audio_selected{false};
 };
 
 struct App {
@@ -94,7 +113,7 @@ void say(const char* format, ...) {
 
 bool parse_options(int argc, char** argv, Options& opt) {
   gchar *source = nullptr, *address = nullptr, *mount = nullptr, *model_dir = nullptr, *device = nullptr,
-        *precision = nullptr, *transport = nullptr, *preset = nullptr;
+        *precision = nullptr, *transport = nullptr, *preset = nullptr, *audio = nullptr;
   const GOptionEntry entries[] = {
       {"source", 's', 0, G_OPTION_ARG_STRING, &source, "RTSP URL to pull (required)", "URL"},
       {"model-dir", 'm', 0, G_OPTION_ARG_FILENAME, &model_dir, "Model directory (required)", "DIR"},
@@ -120,6 +139,15 @@ bool parse_options(int argc, char** argv, Options& opt) {
        "Decoded frames that may wait for the engine (default 64)", "N"},
       {"stats", 0, 0, G_OPTION_ARG_INT, &opt.stats_interval_s,
        "Print statistics every N seconds, 0 = never (default 5)", "N"},
+      {"audio", 0, 0, G_OPTION_ARG_STRING, &audio,
+       "auto: serve the source's first audio stream (Opus) when its SDP has one; off: video only (default auto)",
+       "MODE"},
+      {"audio-bitrate", 0, 0, G_OPTION_ARG_INT, &opt.audio_bitrate_kbps, "Opus bitrate in kbit/s (default 96)",
+       "KBPS"},
+      {"audio-buffer", 0, 0, G_OPTION_ARG_INT, &opt.audio_buffer_ms,
+       "Audio that may wait for the delayed video, in ms; must exceed the media's latency (default 10000)", "MS"},
+      {"probe-timeout", 0, 0, G_OPTION_ARG_INT, &opt.probe_timeout_s,
+       "Seconds to wait for the source's SDP when --audio auto (default 10)", "S"},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr}};
   GOptionContext* ctx = g_option_context_new("- upscale an RTSP stream with flashvsr and serve it again");
   g_option_context_add_main_entries(ctx, entries, nullptr);
@@ -144,6 +172,7 @@ bool parse_options(int argc, char** argv, Options& opt) {
   take(precision, opt.precision);
   take(transport, opt.source_transport);
   take(preset, opt.speed_preset);
+  take(audio, opt.audio);
 
   bool ok = true;
   auto fail = [&ok](const char* what) {
@@ -170,17 +199,122 @@ bool parse_options(int argc, char** argv, Options& opt) {
                         "veryslow", "placebo"})
     known_preset |= opt.speed_preset == p;
   if (!known_preset) fail("--speed-preset must be one of x264's presets (ultrafast ... placebo)");
+  if (opt.audio != "auto" && opt.audio != "off") fail("--audio must be auto or off");
+  if (opt.audio_bitrate_kbps < 6 || opt.audio_bitrate_kbps > 510) fail("--audio-bitrate must be within 6..510 (Opus)");
+  if (opt.audio_buffer_ms < 100) fail("--audio-buffer must be >= 100");
+  if (opt.probe_timeout_s < 1) fail("--probe-timeout must be >= 1");
   return ok;
 }
 
+void set_source_transport(GstElement* rtspsrc, const Options& o) {
+  if (o.source_transport == "tcp")
+    gst_util_set_object_arg(G_OBJECT(rtspsrc), "protocols", "tcp");
+  else if (o.source_transport == "udp")
+    gst_util_set_object_arg(G_OBJECT(rtspsrc), "protocols", "udp");
+}
+
+// ---- what the source offers ---------------------------------------------------------------------------
+
+struct SourceStreams {
+  bool read = false;  // the SDP arrived
+  int video = 0, audio = 0;
+  std::string error;  // why not, when !read
+};
+
+struct SdpProbe {
+  std::mutex mutex;
+  std::condition_variable done;
+  bool read = false;
+  int video = 0, audio = 0;
+};
+
+void on_probe_sdp(GstElement*, GstSDPMessage* sdp, gpointer user_data) {
+  auto* probe = static_cast<SdpProbe*>(user_data);
+  int video = 0, audio = 0;
+  for (guint i = 0; i < gst_sdp_message_medias_len(sdp); ++i) {
+    const gchar* media = gst_sdp_media_get_media(gst_sdp_message_get_media(sdp, i));
+    if (media && std::strcmp(media, "video") == 0) ++video;
+    if (media && std::strcmp(media, "audio") == 0) ++audio;
+  }
+  std::lock_guard<std::mutex> lock(probe->mutex);
+  probe->read = true;
+  probe->video = video;
+  probe->audio = audio;
+  probe->done.notify_all();
+}
+
+gboolean refuse_stream(GstElement*, guint, GstCaps*, gpointer) { return FALSE; }  // the probe sets nothing up
+
+// Reads the source's SDP with an rtspsrc of its own: DESCRIBE only (every stream is refused, so nothing
+// is set up), then TEARDOWN. Bounded by --probe-timeout; an error of the source ends it early.
+SourceStreams probe_source(const Options& o) {
+  SourceStreams found;
+  SdpProbe probe;
+  GstElement* pipeline = gst_pipeline_new("source-probe");
+  GstElement* src = gst_element_factory_make("rtspsrc", nullptr);
+  gst_bin_add(GST_BIN(pipeline), src);
+  g_object_set(src, "location", o.source.c_str(), nullptr);
+  set_source_transport(src, o);
+  g_signal_connect(src, "on-sdp", G_CALLBACK(on_probe_sdp), &probe);
+  g_signal_connect(src, "select-stream", G_CALLBACK(refuse_stream), nullptr);
+  GstBus* bus = gst_element_get_bus(pipeline);
+  gst_element_set_state(pipeline, GST_STATE_PAUSED);  // rtspsrc sends DESCRIBE from its own thread
+  const gint64 deadline = g_get_monotonic_time() + o.probe_timeout_s * G_USEC_PER_SEC;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(probe.mutex);
+      if (probe.done.wait_for(lock, std::chrono::milliseconds(20), [&] { return probe.read; })) break;
+    }
+    if (GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR)) {
+      GError* err = nullptr;
+      gst_message_parse_error(msg, &err, nullptr);
+      found.error = err ? err->message : "error without message";
+      g_clear_error(&err);
+      gst_message_unref(msg);
+      break;
+    }
+    if (g_get_monotonic_time() > deadline) {
+      found.error = "no SDP within " + std::to_string(o.probe_timeout_s) + " s";
+      break;
+    }
+  }
+  gst_element_set_state(pipeline, GST_STATE_NULL);  // the signal handlers' thread is joined here
+  gst_object_unref(bus);
+  gst_object_unref(pipeline);
+  std::lock_guard<std::mutex> lock(probe.mutex);
+  if (probe.read) {
+    found.read = true;
+    found.error.clear();
+    found.video = probe.video;
+    found.audio = probe.audio;
+  }
+  return found;
+}
+
+// ---- the media pipeline -------------------------------------------------------------------------------
+
 // The media's pipeline. Only numbers and the (checked) x264 preset name go into the text; free strings
 // (URL, model directory, device) are set as properties in media-configure, so no quoting is needed.
-std::string launch_description(const Options& o) {
+// rtspsrc's pads are linked to the decoders by media type in media-configure (on_source_pad).
+std::string launch_description(const Options& o, bool with_audio) {
   const int engine_out_queue = 32;   // one chunk's outputs (21, then 8 per chunk) can wait for the encoder
   const int network_queue = 256;     // encoded frames waiting for their send time (see docs/examples.md)
+  std::string audio;
+  if (with_audio) {
+    gchar* a = g_strdup_printf(
+        " decodebin name=audio-decode"
+        " ! queue name=audio-in max-size-buffers=0 max-size-bytes=0 max-size-time=%" G_GUINT64_FORMAT
+        " ! audioconvert ! audioresample ! opusenc name=audio-encoder bitrate=%d"
+        " ! queue name=audio-to-network max-size-buffers=0 max-size-bytes=0 max-size-time=%" G_GUINT64_FORMAT
+        " ! rtpopuspay name=pay1 pt=97",
+        static_cast<guint64>(GST_SECOND), o.audio_bitrate_kbps * 1000,
+        static_cast<guint64>(o.audio_buffer_ms) * GST_MSECOND);
+    audio = a;
+    g_free(a);
+  }
   gchar* text = g_strdup_printf(
       "( rtspsrc name=source latency=%d"
-      " ! decodebin name=decode"
+      " decodebin name=decode"
       " ! queue name=to-engine max-size-buffers=%d max-size-bytes=0 max-size-time=0"
       " ! videoconvert name=convert-in"
       " ! flashvsr name=upscaler"
@@ -188,29 +322,52 @@ std::string launch_description(const Options& o) {
       " ! videoconvert name=convert-out"
       " ! x264enc name=encoder tune=zerolatency speed-preset=%s bitrate=%d key-int-max=%d"
       " ! queue name=to-network max-size-buffers=%d max-size-bytes=0 max-size-time=0"
-      " ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
+      " ! rtph264pay name=pay0 pt=96 config-interval=-1%s )",
       o.source_latency_ms, o.engine_queue, engine_out_queue, o.speed_preset.c_str(), o.bitrate_kbps,
-      o.key_int, network_queue);
+      o.key_int, network_queue, audio.c_str());
   std::string s(text);
   g_free(text);
   return s;
 }
 
-// rtspsrc offers every stream of the source (video, audio, ...): take the first video stream only.
+// rtspsrc offers every stream of the source (video, audio, ...): take the first video stream, and the
+// first audio stream when the pipeline has an audio branch.
 gboolean on_select_stream(GstElement*, guint num, GstCaps* caps, gpointer user_data) {
   auto* tracked = static_cast<TrackedMedia*>(user_data);
   const GstStructure* s = gst_caps_get_structure(caps, 0);
   const gchar* media = gst_structure_get_string(s, "media");
   const gchar* encoding = gst_structure_get_string(s, "encoding-name");
   const bool video = media && std::strcmp(media, "video") == 0;
-  bool take = false;
-  if (video) {
-    bool expected = false;
-    take = tracked->video_selected.compare_exchange_strong(expected, true);
-  }
+  const bool audio = media && std::strcmp(media, "audio") == 0;
+  bool take = false, expected = false;
+  if (video) take = tracked->video_selected.compare_exchange_strong(expected, true);
+  if (audio && tracked->audio_branch) take = tracked->audio_selected.compare_exchange_strong(expected, true);
   say("media %d: source stream %u (%s, %s): %s", tracked->id, num, media ? media : "?",
-      encoding ? encoding : "?", take ? "upscaling it" : "ignored");
+      encoding ? encoding : "?", !take ? "ignored" : video ? "upscaling it" : "passing it on (Opus)");
   return take;
+}
+
+// A pad of rtspsrc (one per selected stream) goes to the decoder of its media type.
+void on_source_pad(GstElement* source, GstPad* pad, gpointer user_data) {
+  auto* tracked = static_cast<TrackedMedia*>(user_data);
+  GstCaps* caps = gst_pad_get_current_caps(pad);
+  if (!caps) caps = gst_pad_query_caps(pad, nullptr);
+  const gchar* media = gst_caps_is_empty(caps) ? nullptr
+                                                : gst_structure_get_string(gst_caps_get_structure(caps, 0), "media");
+  const char* decoder = media && std::strcmp(media, "video") == 0   ? "decode"
+                        : media && std::strcmp(media, "audio") == 0 ? "audio-decode"
+                                                                    : nullptr;
+  GstElement* bin = decoder ? GST_ELEMENT(gst_object_get_parent(GST_OBJECT(source))) : nullptr;
+  GstElement* target = bin ? gst_bin_get_by_name(GST_BIN(bin), decoder) : nullptr;
+  GstPad* sink = target ? gst_element_get_static_pad(target, "sink") : nullptr;
+  const GstPadLinkReturn linked = sink && !gst_pad_is_linked(sink) ? gst_pad_link(pad, sink) : GST_PAD_LINK_REFUSED;
+  if (linked != GST_PAD_LINK_OK)
+    g_printerr("rtsp_restream: media %d: source pad %s (%s) not linked\n", tracked->id, GST_PAD_NAME(pad),
+               media ? media : "no media type");
+  if (sink) gst_object_unref(sink);
+  if (target) gst_object_unref(target);
+  if (bin) gst_object_unref(bin);
+  gst_caps_unref(caps);
 }
 
 void on_bus_sync_message(GstBus*, GstMessage* msg, gpointer user_data) {
@@ -283,13 +440,14 @@ void on_media_configure(GstRTSPMediaFactory*, GstRTSPMedia* media, gpointer user
   GstElement* bin = gst_rtsp_media_get_element(media);
   GstElement* source = gst_bin_get_by_name(GST_BIN(bin), "source");
   GstElement* upscaler = gst_bin_get_by_name(GST_BIN(bin), "upscaler");
+  GstElement* audio_pay = gst_bin_get_by_name(GST_BIN(bin), "pay1");
+  tracked->audio_branch = audio_pay != nullptr;
+  if (audio_pay) gst_object_unref(audio_pay);
   if (source) {
     g_object_set(source, "location", app->opt.source.c_str(), nullptr);
-    if (app->opt.source_transport == "tcp")
-      gst_util_set_object_arg(G_OBJECT(source), "protocols", "tcp");
-    else if (app->opt.source_transport == "udp")
-      gst_util_set_object_arg(G_OBJECT(source), "protocols", "udp");
+    set_source_transport(source, app->opt);
     g_signal_connect(source, "select-stream", G_CALLBACK(on_select_stream), tracked);
+    g_signal_connect(source, "pad-added", G_CALLBACK(on_source_pad), tracked);
     gst_object_unref(source);
   }
   if (upscaler) {
@@ -322,6 +480,48 @@ void on_media_configure(GstRTSPMediaFactory*, GstRTSPMedia* media, gpointer user
   g_signal_connect(media, "unprepared", G_CALLBACK(on_media_unprepared), tracked);
   say("media %d: new viewer, starting the pipeline (pulling %s)", tracked->id, app->opt.source.c_str());
 }
+
+// The media factory: builds each media's pipeline from what the source offers at that moment (the
+// default factory parses one fixed launch line).
+struct RestreamFactory {
+  GstRTSPMediaFactory parent;
+  App* app;
+};
+struct RestreamFactoryClass {
+  GstRTSPMediaFactoryClass parent_class;
+};
+G_DEFINE_TYPE(RestreamFactory, restream_factory, GST_TYPE_RTSP_MEDIA_FACTORY)
+
+GstElement* restream_factory_create_element(GstRTSPMediaFactory* factory, const GstRTSPUrl*) {
+  const Options& opt = reinterpret_cast<RestreamFactory*>(factory)->app->opt;
+  bool with_audio = false;
+  if (opt.audio == "auto") {
+    const SourceStreams streams = probe_source(opt);
+    if (!streams.read)
+      say("audio: the source's SDP could not be read (%s); building the video-only pipeline, which will "
+          "report the source's error itself", streams.error.c_str());
+    else
+      say("audio: the source offers %d video and %d audio stream(s): %s", streams.video, streams.audio,
+          streams.audio > 0 ? "serving its first audio stream as Opus (pay1)" : "video only");
+    with_audio = streams.read && streams.audio > 0;
+  } else {
+    say("audio: off (--audio off), video only");
+  }
+  const std::string launch = launch_description(opt, with_audio);
+  say("media pipeline %s", launch.c_str());
+  GError* err = nullptr;
+  GstElement* element = gst_parse_launch_full(launch.c_str(), nullptr, GST_PARSE_FLAG_PLACE_IN_BIN, &err);
+  if (err) {
+    g_printerr("rtsp_restream: media pipeline: %s\n", err->message);
+    g_clear_error(&err);
+  }
+  return element;
+}
+
+void restream_factory_class_init(RestreamFactoryClass* klass) {
+  GST_RTSP_MEDIA_FACTORY_CLASS(klass)->create_element = restream_factory_create_element;
+}
+void restream_factory_init(RestreamFactory*) {}
 
 // Prints, per running media, the element's counters and the latency the pipeline works with up to the
 // payloader (rtspsrc jitter buffer + flashvsr look-ahead and chunk time + encoder).
@@ -482,6 +682,20 @@ int main(int argc, char** argv) {
   plugins &= have_factory("x264enc", "gst-plugins-ugly");
   plugins &= have_factory("rtph264pay", "gst-plugins-good");
   if (!plugins) return 2;
+  if (app.opt.audio == "auto") {
+    // The audio branch's elements: without them, say so and serve video only.
+    bool audio_plugins = true;
+    for (const char* e : {"audioconvert", "audioresample", "opusenc", "rtpopuspay"}) {
+      GstElementFactory* f = gst_element_factory_find(e);
+      if (!f) {
+        say("audio: element '%s' not found (gst-plugins-base / -good): audio off, video only", e);
+        audio_plugins = false;
+        break;
+      }
+      gst_object_unref(f);
+    }
+    if (!audio_plugins) app.opt.audio = "off";
+  }
   if (!check_model(app.opt)) return 1;
 
   app.loop = g_main_loop_new(nullptr, FALSE);
@@ -490,9 +704,9 @@ int main(int argc, char** argv) {
   const std::string service = std::to_string(app.opt.port);
   gst_rtsp_server_set_service(app.server, service.c_str());
 
-  GstRTSPMediaFactory* factory = gst_rtsp_media_factory_new();
-  const std::string launch = launch_description(app.opt);
-  gst_rtsp_media_factory_set_launch(factory, launch.c_str());
+  auto* restream = static_cast<RestreamFactory*>(g_object_new(restream_factory_get_type(), nullptr));
+  restream->app = &app;
+  GstRTSPMediaFactory* factory = GST_RTSP_MEDIA_FACTORY(restream);
   gst_rtsp_media_factory_set_shared(factory, TRUE);  // one upscaling pipeline for all viewers
   g_signal_connect(factory, "media-configure", G_CALLBACK(on_media_configure), &app);
   GstRTSPMountPoints* mounts = gst_rtsp_server_get_mount_points(app.server);
@@ -523,7 +737,8 @@ int main(int argc, char** argv) {
       app.opt.source_latency_ms);
   say("model %s on %s (precision %s), scale %g, chunk allowance %d ms", app.opt.model_dir.c_str(),
       app.opt.device.c_str(), app.opt.precision.c_str(), app.opt.scale, app.opt.chunk_allowance_ms);
-  say("media pipeline %s", launch.c_str());
+  say("audio %s (Opus %d kbit/s, up to %d ms waiting for the video)", app.opt.audio.c_str(),
+      app.opt.audio_bitrate_kbps, app.opt.audio_buffer_ms);
   say("serving rtsp://%s:%d%s", app.opt.address.c_str(), port, app.opt.mount.c_str());
 
   g_main_loop_run(app.loop);

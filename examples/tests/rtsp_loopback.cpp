@@ -1,22 +1,28 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // End-to-end test of examples/rtsp_restream on the loopback interface:
 //
-//   upstream RTSP server (this process: videotestsrc 64x48 at 10 fps, x264, TCP only, 127.0.0.1:free port)
+//   upstream RTSP server (this process: videotestsrc 64x48 at 10 fps, x264, TCP only, 127.0.0.1:free port;
+//                         with --source-audio also a 440 Hz tone, Opus)
 //     -> rtsp_restream (child process: pulls it, flashvsr on the CPU with a tiny model, x264, serves it on
 //        127.0.0.1 at a free port it prints)
-//     -> client (this process: rtspsrc ! rtph264depay ! h264parse ! avdec_h264 ! appsink)
+//     -> client (this process: rtspsrc, video: rtph264depay ! h264parse ! avdec_h264 ! appsink,
+//                audio: rtpopusdepay ! opusdec ! appsink)
 //
 // Passes when the client decodes at least --frames frames, every one exactly 4x the source size, with
-// increasing timestamps, within --timeout seconds; when the restreamer reported a pipeline latency of at
+// increasing timestamps, within --timeout seconds; when the restreamer's SDP has one video stream and, with
+// --source-audio, one audio stream of which the client decodes at least 1 s with increasing timestamps
+// (without it, no audio stream at all); when the restreamer reported a pipeline latency of at
 // least its jitter buffer plus flashvsr's 24 frames of look-ahead; and when, after the client left, the
 // restreamer stops on SIGINT with exit status 0 and the upstream media pipeline is gone. Every address
 // used is 127.0.0.1 and every transport is TCP (interleaved), so nothing leaves the host.
 //
 //   rtsp_loopback --restreamer build/examples/rtsp_restream --model-dir DIR [--frames 40] [--timeout 120]
+//                 [--source-audio]
 #include <glib-unix.h>
 #include <gst/app/gstappsink.h>
 #include <gst/gst.h>
 #include <gst/rtsp-server/rtsp-server.h>
+#include <gst/sdp/sdp.h>
 #include <gst/video/video.h>
 
 #include <signal.h>
@@ -44,6 +50,7 @@ constexpr int kScale = 4;
 constexpr int kLookAheadFrames = 24;    // flashvsr's look-ahead
 constexpr int kSourceLatencyMs = 200;   // rtspsrc jitter buffer we ask the restreamer for
 constexpr int kChunkAllowanceMs = 6000; // processing time the restreamer reserves per chunk (CPU, tiny model)
+constexpr GstClockTime kWantAudio = GST_SECOND;  // decoded audio the client must receive with --source-audio
 
 enum class Phase { kStarting, kReceiving, kStoppingRestreamer, kDone };
 
@@ -53,6 +60,7 @@ struct Test {
   std::string model_dir;
   int want_frames = 40;
   int timeout_s = 120;
+  bool source_audio = false;
 
   GMainLoop* loop = nullptr;
   Phase phase = Phase::kStarting;
@@ -87,6 +95,15 @@ struct Test {
   int non_increasing_pts = 0;
   std::string first_non_increasing;
   gint64 t_client = 0, t_first_frame = 0, t_enough = 0;
+  // the restreamer's SDP, as the client read it
+  bool sdp_read = false;
+  int sdp_video = 0, sdp_audio = 0;
+  // decoded audio
+  GstClockTime audio_duration = 0;
+  int audio_buffers = 0;
+  GstClockTime last_audio_pts = GST_CLOCK_TIME_NONE;
+  int non_increasing_audio_pts = 0;
+  GstClockTime last_video_pts_at_stop = GST_CLOCK_TIME_NONE, last_audio_pts_at_stop = GST_CLOCK_TIME_NONE;
 };
 
 std::string time_text(GstClockTime t) {
@@ -124,8 +141,11 @@ bool start_upstream(Test& t, int& port) {
       "( videotestsrc is-live=true pattern=ball"
       " ! video/x-raw,format=I420,width=%d,height=%d,framerate=%d/1"
       " ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=%d bitrate=256"
-      " ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
-      kSourceWidth, kSourceHeight, kSourceFps, kSourceFps);
+      " ! rtph264pay name=pay0 pt=96 config-interval=-1%s )",
+      kSourceWidth, kSourceHeight, kSourceFps, kSourceFps,
+      t.source_audio ? " audiotestsrc is-live=true wave=sine freq=440 samplesperbuffer=960"
+                       " ! audio/x-raw,rate=48000,channels=2 ! opusenc bitrate=64000 ! rtpopuspay name=pay1 pt=97"
+                     : "");
   gst_rtsp_media_factory_set_launch(factory, launch);
   g_free(launch);
   gst_rtsp_media_factory_set_shared(factory, TRUE);
@@ -207,6 +227,58 @@ GstFlowReturn on_client_sample(GstAppSink* sink, gpointer user_data) {
   return GST_FLOW_OK;
 }
 
+GstFlowReturn on_client_audio(GstAppSink* sink, gpointer user_data) {
+  auto* t = static_cast<Test*>(user_data);
+  GstSample* sample = gst_app_sink_pull_sample(sink);
+  if (!sample) return GST_FLOW_EOS;
+  GstBuffer* buffer = gst_sample_get_buffer(sample);
+  {
+    std::lock_guard<std::mutex> lock(t->mutex);
+    const GstClockTime pts = buffer ? GST_BUFFER_PTS(buffer) : GST_CLOCK_TIME_NONE;
+    if (!GST_CLOCK_TIME_IS_VALID(pts) || (GST_CLOCK_TIME_IS_VALID(t->last_audio_pts) && pts <= t->last_audio_pts))
+      ++t->non_increasing_audio_pts;
+    t->last_audio_pts = pts;
+    if (buffer && GST_BUFFER_DURATION_IS_VALID(buffer)) t->audio_duration += GST_BUFFER_DURATION(buffer);
+    ++t->audio_buffers;
+  }
+  gst_sample_unref(sample);
+  return GST_FLOW_OK;
+}
+
+void on_client_sdp(GstElement*, GstSDPMessage* sdp, gpointer user_data) {
+  auto* t = static_cast<Test*>(user_data);
+  int video = 0, audio = 0;
+  for (guint i = 0; i < gst_sdp_message_medias_len(sdp); ++i) {
+    const gchar* media = gst_sdp_media_get_media(gst_sdp_message_get_media(sdp, i));
+    if (media && std::strcmp(media, "video") == 0) ++video;
+    if (media && std::strcmp(media, "audio") == 0) ++audio;
+  }
+  std::lock_guard<std::mutex> lock(t->mutex);
+  t->sdp_read = true;
+  t->sdp_video = video;
+  t->sdp_audio = audio;
+}
+
+// rtspsrc's pads (one per stream) go to the depayloader of their media type.
+void on_client_pad(GstElement* src, GstPad* pad, gpointer) {
+  GstCaps* caps = gst_pad_get_current_caps(pad);
+  if (!caps) caps = gst_pad_query_caps(pad, nullptr);
+  const gchar* media = gst_caps_is_empty(caps) ? nullptr
+                                                : gst_structure_get_string(gst_caps_get_structure(caps, 0), "media");
+  const char* depay = media && std::strcmp(media, "video") == 0   ? "video-depay"
+                      : media && std::strcmp(media, "audio") == 0 ? "audio-depay"
+                                                                  : nullptr;
+  GstObject* bin = gst_object_get_parent(GST_OBJECT(src));
+  GstElement* target = depay && bin ? gst_bin_get_by_name(GST_BIN(bin), depay) : nullptr;
+  GstPad* sink = target ? gst_element_get_static_pad(target, "sink") : nullptr;
+  if (!sink || gst_pad_is_linked(sink) || gst_pad_link(pad, sink) != GST_PAD_LINK_OK)
+    g_printerr("rtsp_loopback: client pad %s (%s) not linked\n", GST_PAD_NAME(pad), media ? media : "?");
+  if (sink) gst_object_unref(sink);
+  if (target) gst_object_unref(target);
+  if (bin) gst_object_unref(bin);
+  gst_caps_unref(caps);
+}
+
 gboolean on_client_bus(GstBus*, GstMessage* msg, gpointer user_data) {
   auto* t = static_cast<Test*>(user_data);
   switch (GST_MESSAGE_TYPE(msg)) {
@@ -232,10 +304,14 @@ gboolean on_client_bus(GstBus*, GstMessage* msg, gpointer user_data) {
 
 bool start_client(Test& t) {
   GError* err = nullptr;
-  t.client = gst_parse_launch(
-      "rtspsrc name=src protocols=tcp latency=200 tcp-timeout=60000000"
-      " ! rtph264depay ! h264parse ! avdec_h264 ! appsink name=sink sync=false max-buffers=0",
-      &err);
+  // The audio branch only when the source has audio: an appsink that never gets data would keep the
+  // client from reaching PLAYING. Without it, an audio stream that the restreamer wrongly serves still
+  // shows in its SDP (checked in on_tick).
+  const std::string launch =
+      std::string("rtspsrc name=src protocols=tcp latency=200 tcp-timeout=60000000"
+                  " rtph264depay name=video-depay ! h264parse ! avdec_h264 ! appsink name=sink sync=false max-buffers=0") +
+      (t.source_audio ? " rtpopusdepay name=audio-depay ! opusdec ! appsink name=audio-sink sync=false max-buffers=0" : "");
+  t.client = gst_parse_launch(launch.c_str(), &err);
   if (!t.client) {
     fail(t, std::string("cannot build the client: ") + (err ? err->message : "?"));
     g_clear_error(&err);
@@ -243,7 +319,15 @@ bool start_client(Test& t) {
   }
   GstElement* src = gst_bin_get_by_name(GST_BIN(t.client), "src");
   g_object_set(src, "location", t.restream_url.c_str(), nullptr);
+  g_signal_connect(src, "on-sdp", G_CALLBACK(on_client_sdp), &t);
+  g_signal_connect(src, "pad-added", G_CALLBACK(on_client_pad), &t);
   gst_object_unref(src);
+  if (GstElement* audio_sink = gst_bin_get_by_name(GST_BIN(t.client), "audio-sink")) {
+    GstAppSinkCallbacks audio_callbacks{};
+    audio_callbacks.new_sample = on_client_audio;
+    gst_app_sink_set_callbacks(GST_APP_SINK(audio_sink), &audio_callbacks, &t, nullptr);
+    gst_object_unref(audio_sink);
+  }
   GstElement* sink = gst_bin_get_by_name(GST_BIN(t.client), "sink");
   GstAppSinkCallbacks callbacks{};
   callbacks.new_sample = on_client_sample;
@@ -390,10 +474,18 @@ void kill_restreamer(Test& t) {
 gboolean on_tick(gpointer user_data) {
   auto* t = static_cast<Test*>(user_data);
   if (t->phase != Phase::kReceiving) return G_SOURCE_CONTINUE;
-  int frames, wrong, non_increasing;
+  int frames, wrong, non_increasing, non_increasing_audio;
+  bool sdp_read;
+  int sdp_video, sdp_audio;
+  GstClockTime audio;
   std::string first_wrong, first_non_increasing;
   {
     std::lock_guard<std::mutex> lock(t->mutex);
+    sdp_read = t->sdp_read;
+    sdp_video = t->sdp_video;
+    sdp_audio = t->sdp_audio;
+    audio = t->audio_duration;
+    non_increasing_audio = t->non_increasing_audio_pts;
     first_non_increasing = t->first_non_increasing;
     frames = t->frames;
     wrong = t->wrong_size;
@@ -414,11 +506,31 @@ gboolean on_tick(gpointer user_data) {
     t->tick_removed = true;
     return G_SOURCE_REMOVE;
   }
-  // Enough frames, and the restreamer has reported its latency at least once: stop the client, then
-  // the restreamer.
-  if (frames >= t->want_frames && t->max_reported_latency_s >= 0) {
-    std::printf("rtsp_loopback: %d frames received; stopping the client\n", frames);
+  const int want_sdp_audio = t->source_audio ? 1 : 0;
+  if (sdp_read && (sdp_video != 1 || sdp_audio != want_sdp_audio)) {
+    fail(*t, "the restreamer's SDP has " + std::to_string(sdp_video) + " video and " + std::to_string(sdp_audio) +
+                 " audio stream(s), expected 1 and " + std::to_string(want_sdp_audio) +
+                 (t->source_audio ? " (the source has audio)" : " (the source has none)"));
+    t->tick_removed = true;
+    return G_SOURCE_REMOVE;
+  }
+  if (non_increasing_audio > 0) {
+    fail(*t, std::to_string(non_increasing_audio) + " decoded audio buffer(s) without increasing timestamps");
+    t->tick_removed = true;
+    return G_SOURCE_REMOVE;
+  }
+  // Enough frames (and audio, when the source has some), and the restreamer has reported its latency at
+  // least once: stop the client, then the restreamer.
+  const bool enough_audio = !t->source_audio || audio >= kWantAudio;
+  if (frames >= t->want_frames && enough_audio && t->max_reported_latency_s >= 0) {
+    std::printf("rtsp_loopback: %d frames and %.2f s of audio received; stopping the client\n", frames,
+                static_cast<double>(audio) / GST_SECOND);
     std::fflush(stdout);
+    {
+      std::lock_guard<std::mutex> lock(t->mutex);
+      t->last_video_pts_at_stop = t->last_pts;
+      t->last_audio_pts_at_stop = t->last_audio_pts;
+    }
     stop_client(*t);
     t->phase = Phase::kStoppingRestreamer;
     t->t_sigint = g_get_monotonic_time();
@@ -451,6 +563,8 @@ bool parse_options(int argc, char** argv, Test& t) {
       {"model-dir", 0, 0, G_OPTION_ARG_FILENAME, &model_dir, "Tiny model directory", "DIR"},
       {"frames", 0, 0, G_OPTION_ARG_INT, &t.want_frames, "Frames the client must decode (default 40)", "K"},
       {"timeout", 0, 0, G_OPTION_ARG_INT, &t.timeout_s, "Time limit in seconds (default 120)", "S"},
+      {"source-audio", 0, 0, G_OPTION_ARG_NONE, &t.source_audio,
+       "The upstream source has an Opus audio stream beside its video", nullptr},
       {nullptr, 0, 0, G_OPTION_ARG_NONE, nullptr, nullptr, nullptr}};
   GOptionContext* ctx = g_option_context_new("- end-to-end test of rtsp_restream on 127.0.0.1");
   g_option_context_add_main_entries(ctx, entries, nullptr);
@@ -479,7 +593,8 @@ int main(int argc, char** argv) {
   if (!parse_options(argc, argv, t)) return 2;
   gst_init(nullptr, nullptr);
   for (const char* f : {"x264enc", "rtph264pay", "rtspsrc", "rtph264depay", "h264parse", "avdec_h264",
-                        "videotestsrc", "flashvsr"}) {
+                        "videotestsrc", "flashvsr", "audiotestsrc", "opusenc", "rtpopuspay", "rtpopusdepay",
+                        "opusdec"}) {
     GstElementFactory* factory = gst_element_factory_find(f);
     if (!factory) {
       g_printerr("rtsp_loopback: element %s missing\n", f);
@@ -493,8 +608,8 @@ int main(int argc, char** argv) {
 
   int upstream_port = 0;
   if (!start_upstream(t, upstream_port)) return 1;
-  std::printf("rtsp_loopback: upstream test server at rtsp://127.0.0.1:%d/source (%dx%d, %d fps, H.264)\n",
-              upstream_port, kSourceWidth, kSourceHeight, kSourceFps);
+  std::printf("rtsp_loopback: upstream test server at rtsp://127.0.0.1:%d/source (%dx%d, %d fps, H.264%s)\n",
+              upstream_port, kSourceWidth, kSourceHeight, kSourceFps, t.source_audio ? ", Opus audio" : "");
   std::fflush(stdout);
   if (!spawn_restreamer(t, upstream_port)) {
     stop_upstream(t);
@@ -525,7 +640,14 @@ int main(int argc, char** argv) {
       fail(t, "the restreamer's pipeline latency " + std::to_string(t.max_reported_latency_s) +
                   " s is below jitter buffer + look-ahead + chunk allowance = " + std::to_string(min_latency) + " s");
     if (!upstream_gone) fail(t, "the upstream media pipeline did not stop");
+    if (!t.sdp_read) fail(t, "the client never read the restreamer's SDP");
   }
+  if (t.source_audio)
+    std::printf("rtsp_loopback: audio %.2f s in %d buffers (want >= %.2f s); newest PTS when stopping: video %s,"
+                " audio %s\n",
+                static_cast<double>(t.audio_duration) / GST_SECOND, t.audio_buffers,
+                static_cast<double>(kWantAudio) / GST_SECOND, time_text(t.last_video_pts_at_stop).c_str(),
+                time_text(t.last_audio_pts_at_stop).c_str());
 
   std::printf("rtsp_loopback: frames %d (want >= %d, of %dx%d); first frame %.2f s after the client started,"
               " %d frames after %.2f s; restreamer latency %.3f s; restreamer exit %.2f s after SIGINT"
