@@ -352,7 +352,7 @@ gst_flashvsr_load_model (GstFlashVsr * self)
       model_log (self, level, m);
     };
     const std::string device = options.device.str ();
-    const char *dtype = flashvsr::dtype_name (options.dtype);
+    const char *dtype = flashvsr::precision_name (options);
     GST_DEBUG_OBJECT (self, "asking for %s on %s as %s", s.model_dir.c_str (),
         device.c_str (), dtype);
     const auto t0 = std::chrono::steady_clock::now ();

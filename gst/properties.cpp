@@ -19,6 +19,10 @@ const GEnumValue kPrecisions[] = {{GST_FLASHVSR_PRECISION_AUTO, "bfloat16 on CUD
                                   {GST_FLASHVSR_PRECISION_BF16, "bfloat16", "bf16"},
                                   {GST_FLASHVSR_PRECISION_FP16, "float16", "fp16"},
                                   {GST_FLASHVSR_PRECISION_FP32, "float32", "fp32"},
+                                  {GST_FLASHVSR_PRECISION_FP8,
+                                   "e4m3 DiT linear layers (QKV, output, cross q/o, FFN), bfloat16 elsewhere; "
+                                   "GPUs of compute capability 8.9 or newer (Ada, Hopper)",
+                                   "fp8"},
                                   {0, nullptr, nullptr}};
 const GEnumValue kColorFixes[] = {
     {GST_FLASHVSR_COLOR_FIX_NONE, "No colour correction", "none"},
@@ -254,7 +258,7 @@ bool get_setting(const Settings& s, guint prop_id, GValue* value) {
 }
 
 flashvsr::LoadOptions load_options(const Settings& s) {
-  // The precision's nick ("auto", "bf16", "fp16", "fp32") is what the library's policy reads.
+  // The precision's nick ("auto", "bf16", "fp16", "fp32", "fp8") is what the library's policy reads.
   auto* precisions = static_cast<GEnumClass*>(g_type_class_ref(GST_TYPE_FLASHVSR_PRECISION));
   const std::string precision = g_enum_get_value(precisions, s.precision)->value_nick;
   g_type_class_unref(precisions);

@@ -26,8 +26,27 @@ at::Tensor modulated_norm(const at::Tensor& x, const at::Tensor& shift, const at
   return at::addcmul(shift, layer_norm(x), scale1p);
 }
 
-// Linear, GELU(tanh), Linear; on CUDA the GELU is fused into the first GEMM's epilogue.
-at::Tensor ffn(const DitBlockWeights& b, const at::Tensor& h) {
+// x W^T + b of one of a block's per-token layers, in e4m3 when the model holds it so (precision fp8).
+at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const Fp8Linear& w8) {
+  return w8.defined() ? w8(x) : at::linear(x, w, b);
+}
+
+// LN(x) * mul + add projected by a block's per-token layer: in e4m3 (precision fp8) the norm and its affine
+// map run inside the activations' quantisation, one pass over x; otherwise `normed` is x W^T + b of the
+// norm as the composed operations compute it.
+template <typename Normed>
+at::Tensor normed_project(const at::Tensor& x, const at::Tensor& mul, const at::Tensor& add, const Fp8Linear& w8,
+                          Normed normed) {
+  if (w8.defined()) return w8(quantize_rows_cuda(x, RowPrologue::layer_norm(mul, add, kEps)));
+  return normed();
+}
+
+// Linear, GELU(tanh), Linear of LN(x) * (1 + scale) + shift; on CUDA the GELU is fused into the first
+// GEMM's epilogue (bf16), or into the second layer's input quantisation (fp8).
+at::Tensor ffn(const DitBlockWeights& b, const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale1p) {
+  if (b.fp8.ffn1.defined())
+    return b.fp8.ffn2(b.fp8.ffn1(quantize_rows_cuda(x, RowPrologue::layer_norm(scale1p, shift, kEps))), /*gelu_input=*/true);
+  const at::Tensor h = modulated_norm(x, shift, scale1p);
   at::Tensor a = h.is_cuda() ? at::_addmm_activation(b.ffn1_b, h, b.ffn1_w.t(), 1, 1, /*use_gelu=*/true)
                              : at::gelu(at::linear(h, b.ffn1_w, b.ffn1_b), "tanh");
   return at::linear(a, b.ffn2_w, b.ffn2_b);
@@ -121,6 +140,20 @@ DitWeights DitWeights::bind(WeightFile& f, const DitConfig& c, at::Device d, at:
   return w;
 }
 
+void DitWeights::quantize_linears_fp8() {
+  for (auto& b : blocks) {
+    b.fp8.qkv = Fp8Linear::quantize(b.qkv_w, b.qkv_b);
+    b.fp8.o = Fp8Linear::quantize(b.o_w, b.o_b);
+    b.fp8.cq = Fp8Linear::quantize(b.cq_w, b.cq_b);
+    b.fp8.co = Fp8Linear::quantize(b.co_w, b.co_b);
+    b.fp8.ffn1 = Fp8Linear::quantize(b.ffn1_w, b.ffn1_b);
+    b.fp8.ffn2 = Fp8Linear::quantize(b.ffn2_w, b.ffn2_b);
+    for (at::Tensor* t : {&b.qkv_w, &b.qkv_b, &b.q_w, &b.q_b, &b.k_w, &b.k_b, &b.v_w, &b.v_b, &b.o_w, &b.o_b, &b.cq_w,
+                          &b.cq_b, &b.co_w, &b.co_b, &b.ffn1_w, &b.ffn1_b, &b.ffn2_w, &b.ffn2_b})
+      *t = at::Tensor();
+  }
+}
+
 DitConstants DitConstants::compute(const DitWeights& w, const at::Tensor& prompt) {
   const auto& c = w.config;
   const auto dtype = w.patch_w.scalar_type();
@@ -174,11 +207,13 @@ void write_windows(const at::Tensor& windows, const at::Tensor& tokens, const Wi
                  .permute({0, 2, 4, 1, 3, 5, 6}));
 }
 
-// x: [L, dim] -> [L, dim]; updates the block's KV cache.
-at::Tensor self_attention(const DitBlockWeights& b, const DitConfig& c, KvCache& cache, const at::Tensor& x,
-                          const WindowGrid& grid, const RopeTable& rope, const AttentionPlan& s) {
+// Self-attention of LN(x) * (1 + scale) + shift: x [L, dim] -> [L, dim]; updates the block's KV cache.
+at::Tensor self_attention(const DitBlockWeights& b, const DitConstants::Block& kb, const DitConfig& c, KvCache& cache,
+                          const at::Tensor& x, const WindowGrid& grid, const RopeTable& rope, const AttentionPlan& s) {
   const int64_t L = x.size(0), D = c.dim;
-  auto qkv = at::linear(x, b.qkv_w, b.qkv_b);  // [L, 3 dim]
+  auto qkv = normed_project(x, kb.scale1, kb.shift1, b.fp8.qkv, [&] {
+    return at::linear(modulated_norm(x, kb.shift1, kb.scale1), b.qkv_w, b.qkv_b);
+  });  // [L, 3 dim]
   // Windows: [n, 128, dim]; keys/values = cached windows of earlier slices, then this chunk's.
   const int64_t nw = grid.windows();
   auto k_w = with_cached_windows(cache.k, nw, D, qkv.options());
@@ -214,17 +249,21 @@ at::Tensor self_attention(const DitBlockWeights& b, const DitConfig& c, KvCache&
     cache.k = k_w;
     cache.v = v_w;
   }
-  return at::linear(from_windows(o_w, grid), b.o_w, b.o_b);
+  return project(from_windows(o_w, grid), b.o_w, b.o_b, b.fp8.o);
 }
 
-// x: [L, dim] -> [L, dim]: dense attention of the tokens over the cached prompt keys/values.
+// Dense attention of the tokens LN(x) * norm3_w + norm3_b over the cached prompt keys/values:
+// x [L, dim] -> [L, dim].
 at::Tensor cross_attention(const DitBlockWeights& b, const DitConstants::Block& kb, const DitConfig& c,
                            const at::Tensor& x) {
   const int64_t L = x.size(0);
-  auto q = rms_norm(at::linear(x, b.cq_w, b.cq_b), b.cnorm_q);
+  auto q = normed_project(x, b.norm3_w, b.norm3_b, b.fp8.cq, [&] {
+    return at::linear(at::layer_norm(x, {c.dim}, b.norm3_w, b.norm3_b, kEps), b.cq_w, b.cq_b);
+  });
+  q = rms_norm(q, b.cnorm_q);
   q = q.view({1, L, c.heads, c.head_dim}).transpose(1, 2);  // [1, heads, L, hd]
   auto o = at::scaled_dot_product_attention(q, kb.cross_k, kb.cross_v);
-  return at::linear(o.transpose(1, 2).reshape({L, c.dim}), b.co_w, b.co_b);
+  return project(o.transpose(1, 2).reshape({L, c.dim}), b.co_w, b.co_b, b.fp8.co);
 }
 
 }  // namespace
@@ -248,9 +287,9 @@ at::Tensor dit_forward(const DitWeights& w, const DitConstants& k, DitState& sta
     const auto& b = w.blocks[i];
     const auto& kb = k.blocks[i];
     if (i < static_cast<int64_t>(lq_tokens.size())) x = x + lq_tokens[i].view({L, c.dim});
-    x = at::addcmul(x, kb.gate1, self_attention(b, c, state.blocks[i], modulated_norm(x, kb.shift1, kb.scale1), grid, rope, s));
-    x = x + cross_attention(b, kb, c, at::layer_norm(x, {c.dim}, b.norm3_w, b.norm3_b, kEps));
-    x = at::addcmul(x, kb.gate2, ffn(b, modulated_norm(x, kb.shift2, kb.scale2)));
+    x = at::addcmul(x, kb.gate1, self_attention(b, kb, c, state.blocks[i], x, grid, rope, s));
+    x = x + cross_attention(b, kb, c, x);
+    x = at::addcmul(x, kb.gate2, ffn(b, x, kb.shift2, kb.scale2));
   }
   // Head: [L, dim] -> [L, 64] -> unpatchify 'b (f h w) (x y z c) -> b c (f x) (h y) (w z)', (x,y,z) = (1,2,2)
   auto out = at::linear(modulated_norm(x, k.head_shift, k.head_scale), w.head_w, w.head_b);

@@ -6,6 +6,7 @@
 // blocks.N.modulation, head.head.*, head.modulation.
 #pragma once
 
+#include "fp8_linear.h"
 #include "rope.h"
 #include "sparse_attention.h"
 #include "weights.h"
@@ -38,6 +39,11 @@ struct DitBlockWeights {
   at::Tensor norm3_w, norm3_b;                                                   // affine LayerNorm
   at::Tensor ffn1_w, ffn1_b, ffn2_w, ffn2_b;
   at::Tensor modulation;  // [1, 6, dim]
+  // Precision fp8: e4m3 forms of the layers that run on every token (the bf16 weights of these are then
+  // released, undefined); undefined in the other precisions.
+  struct Fp8 {
+    Fp8Linear qkv, o, cq, co, ffn1, ffn2;
+  } fp8;
 };
 
 struct DitWeights {
@@ -49,6 +55,11 @@ struct DitWeights {
   at::Tensor head_w, head_b, head_modulation;  // [64, dim], [64], [1, 2, dim]
 
   static DitWeights bind(WeightFile& file, const DitConfig& config, at::Device device, at::ScalarType dtype);
+  // Precision fp8 (bf16 weights on a device that passes check_fp8_support): each block's QKV, output,
+  // cross-attention q/o and FFN layers become Fp8Linear, their bf16 weights released. Everything else
+  // (embeddings, cross-attention k/v of the prompt, norms, modulation, head) stays bf16.
+  void quantize_linears_fp8();
+  bool fp8_linears() const { return !blocks.empty() && blocks.front().fp8.qkv.defined(); }
 };
 
 // Everything that depends only on the weights and the prompt (the timestep is always 1000): computed

@@ -84,9 +84,16 @@ LoadOptions resolve_load_options(const std::string& device, const std::string& p
     o.device = at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
   else
     o.device = parse_device(device);
-  o.dtype = precision == "auto" ? (o.device.is_cuda() ? at::kBFloat16 : at::kFloat) : parse_dtype(precision);
+  if (precision == "fp8") {
+    o.dtype = at::kBFloat16;
+    o.fp8_linears = true;
+  } else {
+    o.dtype = precision == "auto" ? (o.device.is_cuda() ? at::kBFloat16 : at::kFloat) : parse_dtype(precision);
+  }
   return o;
 }
+
+const char* precision_name(const LoadOptions& o) { return o.fp8_linears ? "fp8" : dtype_name(o.dtype); }
 
 std::string ModelConfig::describe() const {
   std::ostringstream s;
@@ -107,6 +114,12 @@ void check_load_options(const LoadOptions& o) {
   check_device(o.device);
   if (o.dtype != at::kFloat && o.dtype != at::kBFloat16 && o.dtype != at::kHalf)
     throw Error(Error::Kind::BadSettings, "unsupported compute dtype " + std::string(c10::toString(o.dtype)));
+  if (o.fp8_linears) {
+    if (o.dtype != at::kBFloat16)
+      throw Error(Error::Kind::BadSettings, std::string("precision fp8 computes in bf16 outside its linear layers; "
+                                                        "compute dtype ") + dtype_name(o.dtype) + " was asked for");
+    check_fp8_support(o.device);
+  }
 }
 
 
@@ -195,6 +208,12 @@ std::shared_ptr<const Model> Model::build(const std::string& dir, Variant varian
                       ", expected a floating-point [1, L, " + std::to_string(m->config_.dit.text_dim) + "]");
     m->config_.context_len = prompt.size(1);
     m->dit_constants_ = DitConstants::compute(m->dit_, prompt);
+    if (o.fp8_linears) {
+      m->dit_.quantize_linears_fp8();
+      if (o.log)
+        o.log(LogLevel::Info, dit.path() + ": precision fp8: the DiT's QKV, output, cross-attention q/o and FFN layers "
+                                           "in e4m3 (row-wise scales, fp32 accumulation), bf16 elsewhere");
+    }
   } catch (const c10::Error& e) {
     // Allocation failures (e.g. CUDA out of memory) and other LibTorch errors while placing weights.
     throw Error(Error::Kind::Device, "loading " + dir + " onto " + o.device.str() + " failed: " + e.what_without_backtrace());

@@ -70,15 +70,21 @@ struct ModelTensors {
 struct LoadOptions {
   at::Device device = at::kCPU;
   at::ScalarType dtype = at::kFloat;
+  // Precision "fp8": the DiT's per-token linear layers in e4m3 (fp8_linear.h), bf16 elsewhere (dtype must be
+  // bf16; the device must pass check_fp8_support).
+  bool fp8_linears = false;
   std::optional<Variant> variant;  // empty: from the directory's files (detect_variant)
   LogFn log;  // warnings (e.g. unknown extra tensors); may be empty
 };
 
 // The device and precision of a user's settings, "auto" included (the one place that policy lives):
 // device "auto" is cuda:0 when CUDA is available in this process, else the CPU; precision "auto" is bf16
-// on CUDA and fp32 on the CPU. Other values as parse_device / parse_dtype (Error(BadSettings) naming the
-// value). The device is not checked here: Model::load does (check_device).
+// on CUDA and fp32 on the CPU; "fp8" is bf16 with fp8_linears. Other values as parse_device / parse_dtype
+// (Error(BadSettings) naming the value). The device is not checked here: Model::load does (check_device,
+// check_fp8_support).
 LoadOptions resolve_load_options(const std::string& device, const std::string& precision);
+// "fp8" for fp8_linears, else dtype_name(dtype): the precision as the settings spell it.
+const char* precision_name(const LoadOptions& options);
 
 class Model {
  public:
@@ -93,6 +99,8 @@ class Model {
   const std::string& dir() const { return dir_; }
   at::Device device() const { return device_; }
   at::ScalarType dtype() const { return dtype_; }
+  bool fp8_linears() const { return dit_.fp8_linears(); }
+  const char* precision() const { return fp8_linears() ? "fp8" : dtype_name(dtype_); }  // "fp8", "bf16", ...
   const ModelConfig& config() const { return config_; }
   const LqProjWeights& lq_proj() const { return lq_proj_; }
   const DitWeights& dit() const { return dit_; }

@@ -13,7 +13,7 @@ namespace flashvsr {
 std::string model_cache_key(const std::string& dir, const LoadOptions& o) {
   char resolved[PATH_MAX];
   std::string key = ::realpath(dir.c_str(), resolved) ? std::string(resolved) : dir;
-  key += "|" + o.device.str() + "|" + dtype_name(o.dtype) + "|" + (o.variant ? variant_name(*o.variant) : "auto");
+  key += "|" + o.device.str() + "|" + precision_name(o) + "|" + (o.variant ? variant_name(*o.variant) : "auto");
   auto time = [](const struct timespec& t) { return std::to_string(t.tv_sec) + "." + std::to_string(t.tv_nsec); };
   for (const char* name : {ReleaseLayout::kDit, ReleaseLayout::kLqProj, ReleaseLayout::kDecoder,
                            ReleaseLayout::kVaeDecoder, ReleaseLayout::kPrompt}) {

@@ -388,11 +388,12 @@ TEST(FullVariant, ModelsOfBothVariantsServeStreamsSideBySide) {
 // Runs chunks 0 and 1 of a CUDA bf16 stream of the variant, then chunks 2 and 3 in sync-debug mode; returns
 // the error of the first synchronising call ("" when none) and counts the frames of chunks 2 and 3.
 namespace {
-std::string steady_chunk_sync_error(Variant variant, int64_t& out) {
+std::string steady_chunk_sync_error(Variant variant, int64_t& out, bool fp8 = false) {
   c10::InferenceMode guard;
   LoadOptions lo;
   lo.device = at::Device("cuda:0");
   lo.dtype = at::kBFloat16;
+  lo.fp8_linears = fp8;
   auto cuda_model =
       Model::from_tensors(make_random_model(ModelSpec::tiny().with_variant(variant), 11, at::kBFloat16), lo);
   StreamOptions o;
@@ -431,11 +432,27 @@ TEST(CudaSteadyChunk, FullVariantRunsWithoutHostSynchronisation) {
   EXPECT_EQ(steady_chunk_sync_error(Variant::Full, out), "") << "a steady Full chunk synchronised with the host";
   EXPECT_EQ(out, 16);
 }
+
+// Precision fp8: the activations' scales are computed on the device, so the chunk still never waits.
+TEST(CudaSteadyChunk, Fp8RunsWithoutHostSynchronisation) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  try {
+    check_fp8_support(at::Device("cuda:0"));
+  } catch (const Error& e) {
+    GTEST_SKIP() << e.what();
+  }
+  int64_t out = 0;
+  EXPECT_EQ(steady_chunk_sync_error(Variant::Tiny, out, /*fp8=*/true), "") << "a steady fp8 chunk synchronised with the host";
+  EXPECT_EQ(out, 16);
+}
 #else
 TEST(CudaSteadyChunk, RunsWithoutHostSynchronisation) {
   GTEST_SKIP() << "built without the CUDA kernels (gpu_kernels / nvcc / CUDA LibTorch)";
 }
 TEST(CudaSteadyChunk, FullVariantRunsWithoutHostSynchronisation) {
+  GTEST_SKIP() << "built without the CUDA kernels (gpu_kernels / nvcc / CUDA LibTorch)";
+}
+TEST(CudaSteadyChunk, Fp8RunsWithoutHostSynchronisation) {
   GTEST_SKIP() << "built without the CUDA kernels (gpu_kernels / nvcc / CUDA LibTorch)";
 }
 #endif

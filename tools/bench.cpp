@@ -32,7 +32,7 @@ namespace {
 
 const char* kUsage =
     "usage: flashvsr-bench [--model DIR | --preset full|tiny] [--variant tiny,full] [--device cuda|cpu|cuda:N]\n"
-    "       [--precision bf16|fp16|fp32]\n"
+    "       [--precision bf16,fp8 (bf16|fp16|fp32|fp8, a list runs them side by side)] [--quality-vs bf16]\n"
     "       [--sizes 1408x768,1920x1080 (output sizes)] [--scale 4] [--frames 101] [--sparse-ratio 2.0]\n"
     "       [--local-range 11] [--kv-ratio 3.0] [--color-fix adain] [--attention auto,reference,cuda]\n"
     "       [--decoder-group 1] [--model-version 1.1] [--seed 0] [--compare BASELINE.jsonl]\n"
@@ -44,7 +44,11 @@ const char* kUsage =
     "side by side), or how --model DIR is loaded (default auto: from its files). With --compare, each run is\n"
     "followed by a line {\"compare\": size, figure: {now, base, ratio}} against the saved run of the same\n"
     "variant, output, attention, precision, frames, decoder group, cuDNN setting and tiling in BASELINE.jsonl.\n"
-    "Tiled runs report \"tiles\"; their stage_ms are per tile stream and chunk_tflop sums the tiles.\n";
+    "Tiled runs report \"tiles\"; their stage_ms are per tile stream and chunk_tflop sums the tiles.\n"
+    "With a list of precisions, each size is followed by {\"precisions\": size, \"steady_fps\": {...}, \"ratio_vs_first\"}\n"
+    "from this run. --quality-vs P (P in the list): per size, the same frames through every other precision and\n"
+    "through P (same weights, same noise), then {\"quality\": size, \"psnr_db\": [per frame]} of each against P on\n"
+    "8-bit RGB, with mean and min.\n";
 
 std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> out;
@@ -208,9 +212,8 @@ void compare_with(const std::vector<Json>& baseline, const Json& now) {
   std::printf("%s\n", c.str().c_str());
 }
 
-bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args, int64_t out_w, int64_t out_h,
-                AttentionBackend attention, double load_s, const std::vector<Json>* baseline) {
-  const at::Device device = model->device();
+// The stream options of the command line for one output size.
+StreamOptions stream_options(const cli::Args& args, int64_t out_w, int64_t out_h, AttentionBackend attention) {
   StreamOptions so;
   so.scale = args.num("scale", 4.0);
   so.in_width = std::max<int64_t>(1, static_cast<int64_t>(std::llround(out_w / so.scale)));
@@ -225,6 +228,18 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
   so.decoder_group = args.integer("decoder-group", 1);
   so.lq_version = parse_lq_version(args.str("model-version", "1.1"));
   so.seed = static_cast<uint64_t>(args.integer("seed", 0));
+  return so;
+}
+
+struct RunResult {
+  bool complete = false;  // every input frame came out
+  double steady_fps = NAN;
+};
+
+RunResult run_config(const std::shared_ptr<const Model>& model, const cli::Args& args, int64_t out_w, int64_t out_h,
+                     AttentionBackend attention, double load_s, const std::vector<Json>* baseline) {
+  const at::Device device = model->device();
+  const StreamOptions so = stream_options(args, out_w, out_h, attention);
   const int64_t n = std::max<int64_t>(1, args.integer("frames", 101));
   const int64_t memory_every = args.integer("memory-every", 0);
   // At most 240 distinct frames, cycled for longer runs.
@@ -321,7 +336,7 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
   for (double* v : {&fl.linear, &fl.attention, &fl.cross, &fl.lq, &fl.decoder}) *v *= stream.plan().tiles.size();
   std::ostringstream j;
   j.precision(4);
-  j << "{\"variant\":\"" << variant_name(model->variant()) << "\",\"device\":\"" << device.str() << "\",\"precision\":\"" << dtype_name(model->dtype()) << "\",\"model\":\""
+  j << "{\"variant\":\"" << variant_name(model->variant()) << "\",\"device\":\"" << device.str() << "\",\"precision\":\"" << model->precision() << "\",\"model\":\""
     << model->dir() << "\",\"output\":\"" << out_w << "x" << out_h << "\",\"input\":\"" << so.in_width << "x"
     << so.in_height << "\",\"padded\":\"" << tile0.padded_width() << "x" << tile0.padded_height() << "\",\"tiles\":\""
     << stream.plan().describe() << "\",\"tile_options\":\"" << tiling.width << "x" << tiling.height << "+" << tiling.overlap
@@ -358,7 +373,27 @@ bool run_config(const std::shared_ptr<const Model>& model, const cli::Args& args
     }
   }
   std::fflush(stdout);
-  return produced == n;
+  return {produced == n, 8.0 / steady};
+}
+
+// The same frames through `model` and `reference` (untiled streams, same options and noise): per-frame PSNR
+// of the model's uint8 output against the reference's.
+std::vector<double> quality_against(const std::shared_ptr<const Model>& model, const std::shared_ptr<const Model>& reference,
+                                    const StreamOptions& so, int64_t n) {
+  const auto frames = synthetic_frames(n, so.in_height, so.in_width);
+  auto run = [&](const std::shared_ptr<const Model>& m) {
+    Stream stream(m, so);
+    std::vector<at::Tensor> out;
+    for (int64_t i = 0; i < n; ++i) out.push_back(stream.push(frames.narrow(0, i, 1)).frames.cpu());
+    out.push_back(stream.finish().frames.cpu());
+    return at::cat(out);
+  };
+  const auto a = run(model);
+  const auto b = run(reference);
+  if (a.size(0) != n || b.size(0) != n)
+    throw Error(Error::Kind::Internal, "quality: " + std::to_string(a.size(0)) + " and " + std::to_string(b.size(0)) +
+                                           " frames out for " + std::to_string(n) + " in");
+  return cli::psnr_per_frame(a, b);
 }
 
 }  // namespace
@@ -368,7 +403,7 @@ int main(int argc, char** argv) {
     cli::Args args(argc, argv,
                    {"model", "preset", "variant", "device", "precision", "sizes", "scale", "frames", "sparse-ratio",
                     "local-range", "kv-ratio", "color-fix", "attention", "decoder-group", "model-version", "seed", "memory-every", "cudnn-benchmark", "compare",
-                    "tile-width", "tile-height", "tile-overlap", "tile-colour", "max-memory"},
+                    "tile-width", "tile-height", "tile-overlap", "tile-colour", "max-memory", "quality-vs"},
                    {"help"});
     if (args.has("help")) {
       std::fputs(kUsage, stdout);
@@ -382,22 +417,30 @@ int main(int argc, char** argv) {
     at::globalContext().setBenchmarkCuDNN(cudnn_benchmark);
     const at::Device device = parse_device(args.str("device", "cuda"));
     check_device(device);
-    LoadOptions lo;
-    lo.device = device;
-    lo.dtype = parse_dtype(args.str("precision", device.is_cuda() ? "bf16" : "fp32"));
+    const auto precisions = split(args.str("precision", device.is_cuda() ? "bf16" : "fp32"), ',');
+    const std::string quality_vs = args.str("quality-vs", "");
+    if (!quality_vs.empty() && std::find(precisions.begin(), precisions.end(), quality_vs) == precisions.end())
+      throw Error(Error::Kind::BadSettings, "--quality-vs " + quality_vs + ": not among --precision " +
+                                                args.str("precision", ""));
     bool all_ok = true;
     for (const auto& variant_text : split(args.str("variant", args.has("model") ? "auto" : "tiny"), ',')) {
-      lo.variant = parse_variant(variant_text);
-      const auto t_load = Clock::now();
-      std::shared_ptr<const Model> model;
-      if (args.has("model")) {
-        model = Model::load(args.str("model", ""), lo);
-      } else {
-        const ModelSpec spec = ModelSpec::preset(args.str("preset", "full")).with_variant(lo.variant.value_or(Variant::Tiny));
-        model = Model::from_tensors(make_random_model(spec, 0, lo.dtype), lo,
-                                    "<random " + args.str("preset", "full") + " " + variant_name(spec.variant) + ">");
+      // One model per precision, all from the same weights (the random ones: the same seed).
+      std::vector<std::shared_ptr<const Model>> models;
+      std::vector<double> load_s;
+      for (const auto& precision : precisions) {
+        LoadOptions lo = resolve_load_options(device.str(), precision);
+        lo.variant = parse_variant(variant_text);
+        const auto t_load = Clock::now();
+        if (args.has("model")) {
+          models.push_back(Model::load(args.str("model", ""), lo));
+        } else {
+          const ModelSpec spec = ModelSpec::preset(args.str("preset", "full")).with_variant(lo.variant.value_or(Variant::Tiny));
+          models.push_back(Model::from_tensors(make_random_model(spec, 0, lo.dtype), lo,
+                                               "<random " + args.str("preset", "full") + " " + variant_name(spec.variant) + ">"));
+        }
+        load_s.push_back(std::chrono::duration<double>(Clock::now() - t_load).count());
       }
-      const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
+      const auto& first = models.front();
 
       for (const auto& size : split(args.str("sizes", "1408x768"), ',')) {
         const auto wh = split(size, 'x');
@@ -405,24 +448,67 @@ int main(int argc, char** argv) {
         const int64_t out_w = std::stoll(wh[0]), out_h = std::stoll(wh[1]);
         for (const auto& backend : split(args.str("attention", "auto"), ',')) {
           const AttentionBackend attention = parse_attention_backend(backend);
-          try {
-            all_ok &= run_config(model, args, out_w, out_h, attention, load_s, baseline ? &*baseline : nullptr);
-          } catch (const Error& e) {
-            std::printf("{\"variant\":\"%s\",\"output\":\"%lldx%lld\",\"attention\":\"%s\",\"error\":\"%s\"}\n",
-                        variant_name(model->variant()), (long long)out_w, (long long)out_h, backend.c_str(), e.what());
-            all_ok = false;
-          } catch (const c10::Error& e) {
-            std::printf("{\"variant\":\"%s\",\"output\":\"%lldx%lld\",\"attention\":\"%s\",\"error\":\"%s\"}\n",
-                        variant_name(model->variant()), (long long)out_w, (long long)out_h, backend.c_str(),
-                        e.what_without_backtrace());
-            all_ok = false;
+          std::vector<double> fps;
+          for (size_t p = 0; p < models.size(); ++p) {
+            const auto& model = models[p];
+            try {
+              const RunResult r = run_config(model, args, out_w, out_h, attention, load_s[p], baseline ? &*baseline : nullptr);
+              all_ok &= r.complete;
+              fps.push_back(r.steady_fps);
+            } catch (const Error& e) {
+              std::printf("{\"variant\":\"%s\",\"precision\":\"%s\",\"output\":\"%lldx%lld\",\"attention\":\"%s\",\"error\":\"%s\"}\n",
+                          variant_name(model->variant()), model->precision(), (long long)out_w, (long long)out_h,
+                          backend.c_str(), e.what());
+              all_ok = false;
+              fps.push_back(NAN);
+            } catch (const c10::Error& e) {
+              std::printf("{\"variant\":\"%s\",\"precision\":\"%s\",\"output\":\"%lldx%lld\",\"attention\":\"%s\",\"error\":\"%s\"}\n",
+                          variant_name(model->variant()), model->precision(), (long long)out_w, (long long)out_h,
+                          backend.c_str(), e.what_without_backtrace());
+              all_ok = false;
+              fps.push_back(NAN);
+            }
+            std::fflush(stdout);
+            if (model->device().is_cuda()) c10::getDeviceAllocator(model->device().type())->emptyCache();
           }
-          std::fflush(stdout);
-          if (model->device().is_cuda()) c10::getDeviceAllocator(model->device().type())->emptyCache();
+          if (models.size() > 1) {
+            std::ostringstream c;
+            c.precision(4);
+            c << "{\"precisions\":\"" << size << "\",\"attention\":\"" << backend << "\",\"steady_fps\":{";
+            for (size_t p = 0; p < models.size(); ++p) c << (p ? "," : "") << "\"" << models[p]->precision() << "\":" << fps[p];
+            c << "},\"ratio_vs_" << first->precision() << "\":{";
+            for (size_t p = 1; p < models.size(); ++p)
+              c << (p > 1 ? "," : "") << "\"" << models[p]->precision() << "\":" << fps[p] / fps[0];
+            c << "}}";
+            std::printf("%s\n", std::regex_replace(c.str(), std::regex(":(-?nan|-?inf)"), ":null").c_str());
+          }
+          if (!quality_vs.empty()) {
+            const size_t ref = static_cast<size_t>(std::find(precisions.begin(), precisions.end(), quality_vs) - precisions.begin());
+            const StreamOptions so = stream_options(args, out_w, out_h, attention);
+            const int64_t n = std::max<int64_t>(1, args.integer("frames", 101));
+            for (size_t p = 0; p < models.size(); ++p) {
+              if (p == ref) continue;
+              const auto psnr = quality_against(models[p], models[ref], so, n);
+              double sum = 0, lo = INFINITY;
+              std::ostringstream q;
+              q.precision(4);
+              q << "{\"quality\":\"" << size << "\",\"precision\":\"" << models[p]->precision() << "\",\"against\":\""
+                << models[ref]->precision() << "\",\"frames\":" << n << ",\"psnr_db\":[";
+              for (size_t i = 0; i < psnr.size(); ++i) {
+                q << (i ? "," : "") << (std::isfinite(psnr[i]) ? psnr[i] : 999.0);
+                sum += std::min(psnr[i], 999.0);
+                lo = std::min(lo, psnr[i]);
+              }
+              q << "],\"psnr_mean_db\":" << sum / static_cast<double>(psnr.size()) << ",\"psnr_min_db\":" << lo << "}";
+              std::printf("%s\n", q.str().c_str());
+              std::fflush(stdout);
+              if (device.is_cuda()) c10::getDeviceAllocator(device.type())->emptyCache();
+            }
+          }
         }
       }
-      model.reset();  // the next variant's weights replace these
-      if (lo.device.is_cuda()) c10::getDeviceAllocator(lo.device.type())->emptyCache();
+      models.clear();  // the next variant's weights replace these
+      if (device.is_cuda()) c10::getDeviceAllocator(device.type())->emptyCache();
     }
     return all_ok ? 0 : 1;
   } catch (const Error& e) {

@@ -27,18 +27,19 @@ using namespace flashvsr::io;
 namespace {
 
 const char* kUsage =
-    "usage: flashvsr-parity [--device cpu|cuda|cuda:N] [--dtype fp32|bf16|fp16] [--threshold DB]\n"
+    "usage: flashvsr-parity [--device cpu|cuda|cuda:N] [--dtype fp32|bf16|fp16|fp8] [--threshold DB]\n"
     "                       [--intermediate-tol REL] [--decoded-tol REL] [--attention auto|reference|cuda]\n"
     "                       [--skip-missing] [--exclude-from DIR] FIXTURE_DIR...\n"
     "A FIXTURE_DIR is a fixture (holding params.json) or a directory of fixtures, of either variant (params.json\n"
     "\"variant\": \"tiny\", the default, or \"full\"; the model is loaded as that variant). --exclude-from DIR: a\n"
     "fixture whose name is also a fixture under DIR is not run again when its files are identical to that\n"
     "one (it is run when they differ, and said so).\n"
-    "Defaults: --threshold 45 (dB, every frame; end-to-end from lr_frames: threshold - 5),\n"
-    "--intermediate-tol 1e-3 in fp32 (on the CPU and on CUDA), 3e-2 in bf16/fp16; a Full fixture's\n"
+    "Defaults: --threshold 45 (dB, every frame; end-to-end from lr_frames: threshold - 5), 30 in fp8,\n"
+    "--intermediate-tol 1e-3 in fp32 (on the CPU and on CUDA), 3e-2 in bf16/fp16, 2e-1 in fp8; a Full fixture's\n"
     "decoded frames (chunkK.decoded) in bf16/fp16: --decoded-tol, default 1e-1 (the Wan VAE decoder's 30-odd\n"
     "layers in bf16: 5.7e-2 on the CPU, 6.1e-2 on CUDA against the fp32 golden; a wrong layer gives ~1).\n"
-    "fp32 on CUDA runs with cuDNN's TF32 convolutions off (said so). The last line says how many fixtures\n"
+    "fp32 on CUDA runs with cuDNN's TF32 convolutions off (said so). fp8: the DiT's per-token linear layers in\n"
+    "e4m3, bf16 elsewhere (CUDA, compute capability 8.9+). The last line says how many fixtures\n"
     "were checked, naming them.\n"
     "Exit status: 0 all checked fixtures passed (at least one), 1 a check failed, 2 bad usage or unreadable\n"
     "fixture or no fixture found, 77 (SKIP) with --skip-missing when none was found.\n";
@@ -46,6 +47,7 @@ const char* kUsage =
 struct Options {
   at::Device device = at::kCPU;
   at::ScalarType dtype = at::kFloat;
+  bool fp8 = false;  // --dtype fp8: bf16 with the DiT's per-token linear layers in e4m3
   double threshold = 45.0;
   double intermediate_tol = 1e-3;
   double decoded_tol = 1e-1;  // a Full fixture's chunkK.decoded in bf16/fp16
@@ -143,6 +145,7 @@ bool run_fixture(const std::string& dir, const Options& opt) {
   LoadOptions lo;
   lo.device = opt.device;
   lo.dtype = opt.dtype;
+  lo.fp8_linears = opt.fp8;
   lo.variant = parse_variant(params.contains("variant") ? json_get<std::string>(params, "variant", params_path) : "tiny");
   lo.log = [&](LogLevel, const std::string& msg) { std::cerr << name << ": " << msg << "\n"; };
   auto model = Model::load(join_path(dir, "model"), lo);
@@ -301,10 +304,12 @@ int main(int argc, char** argv) {
     }
     Options opt;
     opt.device = parse_device(args.str("device", "cpu"));
-    opt.dtype = parse_dtype(args.str("dtype", "fp32"));
-    opt.threshold = args.num("threshold", 45.0);
+    const std::string dtype = args.str("dtype", "fp32");
+    opt.fp8 = dtype == "fp8";
+    opt.dtype = opt.fp8 ? at::kBFloat16 : parse_dtype(dtype);
+    opt.threshold = args.num("threshold", opt.fp8 ? 30.0 : 45.0);
     // fp32 on CUDA without TF32 measured at most 2e-4 (H200, both vendored fixtures), as on the CPU.
-    const double default_tol = opt.dtype != at::kFloat ? 3e-2 : 1e-3;
+    const double default_tol = opt.fp8 ? 2e-1 : opt.dtype != at::kFloat ? 3e-2 : 1e-3;
     opt.intermediate_tol = args.num("intermediate-tol", default_tol);
     opt.decoded_tol = args.num("decoded-tol", opt.dtype != at::kFloat ? 1e-1 : opt.intermediate_tol);
     opt.attention = parse_attention_backend(args.str("attention", "auto"));
@@ -352,7 +357,7 @@ int main(int argc, char** argv) {
     auto list = [](const std::vector<std::string>& v) { return v.empty() ? std::string() : " (" + join(v, ", ") + ")"; };
     std::printf("parity: %zu fixture(s) checked%s, %zu failed%s (device %s, %s)\n", checked.size(),
                 list(checked).c_str(), failed.size(), list(failed).c_str(),
-                opt.device.str().c_str(), dtype_name(opt.dtype));
+                opt.device.str().c_str(), opt.fp8 ? "fp8" : dtype_name(opt.dtype));
     return failed.empty() ? 0 : 1;
   } catch (const Error& e) {
     std::fprintf(stderr, "flashvsr-parity: %s\n", e.what());

@@ -24,7 +24,7 @@ namespace {
 const char* kUsage =
     "usage: flashvsr-seams (--model DIR | --preset full|tiny) --width W --height H --input FILE\n"
     "       [--frames N (default: all)] [--tile-width 0] [--tile-height 0] [--tile-overlap 128] [--scale 4]\n"
-    "       [--device cuda|cpu|cuda:N|auto] [--precision auto|bf16|fp16|fp32] [--model-version 1.1]\n"
+    "       [--device cuda|cpu|cuda:N|auto] [--precision auto|bf16|fp16|fp32|fp8] [--model-version 1.1]\n"
     "       [--sparse-ratio 2.0] [--kv-ratio 3.0] [--local-range 11] [--color-fix adain] [--seed 0]\n"
     "       [--attention auto] [--tile-colour per-tile|blended (where the colour fix runs when tiled)]\n"
     "Reads raw RGB24 frames of W x H and prints one JSON line: PSNR of the tiled output against the untiled\n"

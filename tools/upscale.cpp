@@ -18,7 +18,7 @@ namespace {
 const char* kUsage =
     "usage: flashvsr-upscale --model DIR --width W --height H [--input FILE|-] [--output FILE|-]\n"
     "       [--scale 4] [--out-width W2 --out-height H2] [--device cpu|cuda|cuda:N|auto]\n"
-    "       [--precision auto|fp32|bf16|fp16] [--variant auto|tiny|full]\n"
+    "       [--precision auto|fp32|bf16|fp16|fp8] [--variant auto|tiny|full]\n"
     "       [--model-version 1.0|1.1] [--sparse-ratio 2.0] [--kv-ratio 3.0] [--local-range 11]\n"
     "       [--color-fix none|adain|wavelet] [--seed 0] [--attention auto|reference|cuda] [--quiet]\n"
     "       [--tile-width 0 --tile-height 0 (output px, multiples of 128; 0: not split) --tile-overlap 128]\n"

@@ -1336,6 +1336,20 @@ TEST(Errors, BadDeviceStringFailsAtReadyWithSettingsError) {
   EXPECT_NE(e.text.find("gpu7"), std::string::npos) << e.text;
 }
 
+// precision=fp8 needs fp8 tensor cores: on the CPU the element refuses it at READY with the reason, rather
+// than running bf16 under the name fp8.
+TEST(Errors, Fp8OnTheCpuFailsAtReadyWithTheReason) {
+  GstElement* e = make_element(tiny_model_dir(), "cpu");
+  gst_util_set_object_arg(G_OBJECT(e), "precision", "fp8");
+  GstMessage* msg = error_reaching(e, GST_STATE_READY);
+  ASSERT_NE(msg, nullptr) << "precision fp8 on the CPU accepted";
+  const std::string text = checked_error_text(msg, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS);
+  EXPECT_NE(text.find("fp8"), std::string::npos) << text;
+  EXPECT_NE(text.find("compute capability 8.9"), std::string::npos) << text;
+  EXPECT_EQ(GST_STATE(e), GST_STATE_NULL);
+  gst_object_unref(e);
+}
+
 TEST(Errors, CudaRequestedWithoutCudaFailsAtReadyWithLibraryInit) {
   if (at::hasCUDA()) GTEST_SKIP() << "CUDA is available here";
   const ErrorSeen e = error_at_ready(tiny_model_dir(), "cuda:0");
