@@ -4,16 +4,18 @@
 #
 # usage: tools/element-memory-bench.sh BUILD_DIR MODEL_DIR [SIZES]
 #   SIZES: output sizes, default "1920x1080 3840x2160" (the input is a quarter of each side, NV12).
+#   N (frames per run, default 161) and REPEAT (runs of each pipeline, alternating, default 3).
 # Needs the plugin built with gstreamer-cuda-1.0 and gst-plugins-bad's cudaupload/cudadownload.
 #
-# Each figure is a difference of two runs (N1 and N2 frames) so that start-up (model load, the first
-# chunk, the pipeline) cancels out: fps = (N2 - N1) / (t2 - t1). A queue after the source puts the
-# source (and, for CUDA memory, the upload of the small input, which a decoder on the device would not
-# need) in a thread of its own, so the element's thread is what is timed.
+# Every figure is flashvsr-element-bench's steady time per frame: timed in the process on the buffers
+# reaching the sink, from the first chunk after frame 33 to the last chunk the end did not flush, so model
+# loading and start-up never enter it; the pipelines alternate run after run and the medians are compared.
+# A queue after the source puts the source (and, for CUDA memory, the upload of the small input, which a
+# decoder on the device would not need) in a thread of its own, so the element's thread is what is timed.
 #   sys : videotestsrc ! NV12 WxH ! queue ! flashvsr ! NV12 (system memory) ! fakesink
 #   cuda: videotestsrc ! NV12 WxH ! cudaupload ! (CUDAMemory) ! queue ! flashvsr ! NV12 (CUDAMemory) ! fakesink
 # The copies: per frame, cudaupload of the input and cudadownload of the output, each the difference of
-# one thread's pipeline with and without it (for the download, the frame made on the device by cudaupload).
+# one thread's pipeline with and without it (for the download, an output-sized frame made on the device).
 set -eu
 set -f
 build=$1
@@ -22,46 +24,50 @@ sizes=${3:-"1920x1080 3840x2160"}
 export GST_PLUGIN_PATH="$PWD/$build/gst"
 # cudaupload and cudadownload prefer system memory (passthrough first): ask for CUDA memory explicitly.
 cuda="video/x-raw(memory:CUDAMemory)"
-N1=${N1:-33}
-N2=${N2:-129}
-
-seconds() {  # the wall time of one gst-launch line
-  s=$(date +%s.%N)
-  gst-launch-1.0 -q "$@" >/dev/null
-  e=$(date +%s.%N)
-  python3 -c "print($e - $s)"
-}
-
-per_frame_ms() {  # the ms per frame of a pipeline with @N@ for num-buffers, from N1 and N2 frames
-  t1=$(seconds $(echo "$@" | sed "s/@N@/$N1/"))
-  t2=$(seconds $(echo "$@" | sed "s/@N@/$N2/"))
-  python3 -c "print(round(1000 * ($t2 - $t1) / ($N2 - $N1), 3))"
-}
+N=${N:-161}
+REPEAT=${REPEAT:-3}
+out=$(mktemp)
 
 for size in $sizes; do
   ow=${size%x*}; oh=${size#*x}
   iw=$((ow / 4)); ih=$((oh / 4))
-  src="videotestsrc num-buffers=@N@ pattern=ball ! video/x-raw,format=NV12,width=$iw,height=$ih,framerate=30/1"
+  src="videotestsrc num-buffers=$N pattern=ball ! video/x-raw,format=NV12,width=$iw,height=$ih,framerate=30/1"
+  # The output-sized frame for the download is made on the device (cudascale of the uploaded input): a
+  # 4K videotestsrc costs ~60 ms a frame on the CPU and its scatter would hide the copy.
+  osrc="$src ! cudaupload ! $cuda ! cudascale ! $cuda,width=$ow,height=$oh"
   vsr="flashvsr model-dir=$model device=cuda"
-  sys_ms=$(per_frame_ms "$src ! queue ! $vsr ! video/x-raw,format=NV12 ! fakesink sync=false")
-  cuda_ms=$(per_frame_ms "$src ! cudaupload ! $cuda ! queue ! $vsr ! $cuda,format=NV12 ! fakesink sync=false")
-  # The two copies: the input's upload (in-element on the system-memory path) and the output's download.
-  up_base=$(per_frame_ms "$src ! fakesink sync=false")
-  up_ms=$(per_frame_ms "$src ! cudaupload ! $cuda ! fakesink sync=false")
-  osrc="videotestsrc num-buffers=@N@ pattern=ball ! video/x-raw,format=NV12,width=$ow,height=$oh,framerate=30/1 ! cudaupload ! $cuda"
-  down_base=$(per_frame_ms "$osrc ! fakesink sync=false")
-  down_ms=$(per_frame_ms "$osrc ! cudadownload ! video/x-raw,format=NV12 ! fakesink sync=false")
-  python3 - "$size" "$sys_ms" "$cuda_ms" "$up_base" "$up_ms" "$down_base" "$down_ms" <<'EOF'
+  sink="fakesink name=sink sync=false"
+  "$build/flashvsr-element-bench" --repeat "$REPEAT" \
+    "sys=$src ! queue ! $vsr ! video/x-raw,format=NV12 ! $sink" \
+    "cuda=$src ! cudaupload ! $cuda ! queue ! $vsr ! $cuda,format=NV12 ! $sink" \
+    "up0=$src ! $sink" \
+    "up=$src ! cudaupload ! $cuda ! $sink" \
+    "down0=$osrc ! $sink" \
+    "down=$osrc ! cudadownload ! video/x-raw,format=NV12 ! $sink" | tee "$out" >&2
+  python3 - "$size" "$out" <<'EOF'
 import json, sys
-size, sys_ms, cuda_ms, up0, up, down0, down = sys.argv[1], *map(float, sys.argv[2:])
-copies = max(up - up0, 0.0) + max(down - down0, 0.0)
+size, path = sys.argv[1], sys.argv[2]
+med = {}
+for line in open(path):
+    j = json.loads(line)
+    if isinstance(j.get("ms_per_frame"), dict):
+        med[j["pipeline"]] = j["ms_per_frame"]
+need = {"sys", "cuda", "up0", "up", "down0", "down"}
+if not need <= med.keys():
+    print(json.dumps({"size": size, "error": "runs failed: " + ", ".join(sorted(need - med.keys()))}))
+    sys.exit(1)
+m = {k: v["median"] for k, v in med.items()}
+up, down = m["up"] - m["up0"], m["down"] - m["down0"]
+copies = max(up, 0.0) + max(down, 0.0)
+gain = m["sys"] - m["cuda"]
 print(json.dumps({
     "size": size, "input": "NV12",
-    "system_memory_fps": round(1000 / sys_ms, 2), "cuda_memory_fps": round(1000 / cuda_ms, 2),
-    "system_memory_ms_per_frame": sys_ms, "cuda_memory_ms_per_frame": cuda_ms,
-    "gain_ms_per_frame": round(sys_ms - cuda_ms, 3),
-    "upload_ms_per_frame": round(up - up0, 3), "download_ms_per_frame": round(down - down0, 3),
+    "system_memory_fps": round(1000 / m["sys"], 3), "cuda_memory_fps": round(1000 / m["cuda"], 3),
+    "system_memory_ms_per_frame": med["sys"], "cuda_memory_ms_per_frame": med["cuda"],
+    "gain_ms_per_frame": round(gain, 3),
+    "upload_ms_per_frame": round(up, 3), "download_ms_per_frame": round(down, 3),
     "copies_ms_per_frame": round(copies, 3),
-    "gain_covers_copies": sys_ms - cuda_ms >= copies}))
+    "gain_covers_copies": gain >= copies}))
 EOF
 done
+rm -f "$out"
