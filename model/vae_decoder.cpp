@@ -208,7 +208,7 @@ WeightFile open_vae_decoder_file(const std::string& path, const LogFn& log) {
   if (!io::is_regular_file(path)) throw Error(Error::Kind::NotFound, path + ": no such file");
   TensorMap tensors;
   io::SkippedEntries skipped;
-  const bool is_safetensors = path.size() >= 12 && path.compare(path.size() - 12, 12, ".safetensors") == 0;
+  const bool is_safetensors = io::ends_with(path, ".safetensors");
   if (is_safetensors) {
     // The reader's tensors view a copy-on-write mapping (io/safetensors.h): dropping the encoder's entries
     // here, before any conversion, means their pages are never read.

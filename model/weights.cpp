@@ -13,7 +13,7 @@ WeightFile::WeightFile(std::string path, TensorMap tensors) : path_(std::move(pa
 WeightFile WeightFile::open(const std::string& path) {
   if (!io::is_regular_file(path))
     throw Error(Error::Kind::NotFound, path + ": no such file");
-  const bool is_safetensors = path.size() >= 12 && path.compare(path.size() - 12, 12, ".safetensors") == 0;
+  const bool is_safetensors = io::ends_with(path, ".safetensors");
   return WeightFile(path, is_safetensors ? io::read_safetensors(path) : io::read_torch_state_dict(path));
 }
 

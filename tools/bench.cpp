@@ -214,20 +214,12 @@ void compare_with(const std::vector<Json>& baseline, const Json& now) {
 
 // The stream options of the command line for one output size.
 StreamOptions stream_options(const cli::Args& args, int64_t out_w, int64_t out_h, AttentionBackend attention) {
-  StreamOptions so;
-  so.scale = args.num("scale", 4.0);
+  StreamOptions so = cli::stream_settings(args);
   so.in_width = std::max<int64_t>(1, static_cast<int64_t>(std::llround(out_w / so.scale)));
   so.in_height = std::max<int64_t>(1, static_cast<int64_t>(std::llround(out_h / so.scale)));
   so.out_width = out_w;
   so.out_height = out_h;
-  so.sparse_ratio = args.num("sparse-ratio", 2.0);
-  so.local_range = args.integer("local-range", 11);
-  so.kv_ratio = args.num("kv-ratio", 3.0);
-  so.color_fix = parse_color_fix(args.str("color-fix", "adain"));
   so.attention = attention;
-  so.decoder_group = args.integer("decoder-group", 1);
-  so.lq_version = parse_lq_version(args.str("model-version", "1.1"));
-  so.seed = static_cast<uint64_t>(args.integer("seed", 0));
   return so;
 }
 
@@ -246,8 +238,7 @@ RunResult run_config(const std::shared_ptr<const Model>& model, const cli::Args&
   const auto frames = synthetic_frames(std::min<int64_t>(n, 240), so.in_height, so.in_width);
   auto frame = [&](int64_t i) { return frames.narrow(0, i % frames.size(0), 1); };
 
-  TileOptions tiling{args.integer("tile-width", 0), args.integer("tile-height", 0), args.integer("tile-overlap", 128),
-                    parse_tile_colour(args.str("tile-colour", "per-tile"))};
+  TileOptions tiling = cli::tile_settings(args);
   if (args.has("max-memory"))
     tiling = tiles_for_memory(so, tiling.overlap, args.num("max-memory", 0.0),
                               MemoryModel::measured(model->config(), so, model->dtype()));

@@ -10,6 +10,25 @@
 
 namespace flashvsr::cli {
 
+StreamOptions stream_settings(const Args& args) {
+  StreamOptions so;
+  so.scale = args.num("scale", so.scale);
+  so.lq_version = parse_lq_version(args.str("model-version", "1.1"));
+  so.sparse_ratio = args.num("sparse-ratio", so.sparse_ratio);
+  so.kv_ratio = args.num("kv-ratio", so.kv_ratio);
+  so.local_range = args.integer("local-range", so.local_range);
+  so.color_fix = parse_color_fix(args.str("color-fix", "adain"));
+  so.seed = static_cast<uint64_t>(args.integer("seed", static_cast<int64_t>(so.seed)));
+  so.attention = parse_attention_backend(args.str("attention", "auto"));
+  so.decoder_group = args.integer("decoder-group", so.decoder_group);
+  return so;
+}
+
+TileOptions tile_settings(const Args& args) {
+  return {args.integer("tile-width", 0), args.integer("tile-height", 0), args.integer("tile-overlap", 128),
+          parse_tile_colour(args.str("tile-colour", "per-tile"))};
+}
+
 Args::Args(int argc, char** argv, const std::vector<std::string>& with_value, const std::vector<std::string>& flags) {
   auto contains = [](const std::vector<std::string>& v, const std::string& s) {
     return std::find(v.begin(), v.end(), s) != v.end();

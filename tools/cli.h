@@ -2,6 +2,9 @@
 // Small helpers shared by the command-line tools: argument parsing with clear errors, PSNR.
 #pragma once
 
+#include "engine.h"
+#include "tiling.h"
+
 #include <ATen/ATen.h>
 
 #include <cstdint>
@@ -26,6 +29,13 @@ class Args {
   std::map<std::string, std::string> values_;
   std::vector<std::string> positional_;
 };
+
+// The stream settings every tool spells alike, defaults the engine's (StreamOptions): --scale,
+// --model-version, --sparse-ratio, --kv-ratio, --local-range, --color-fix, --seed, --attention,
+// --decoder-group. Frame sizes are the caller's.
+StreamOptions stream_settings(const Args& args);
+// --tile-width, --tile-height (0: not split), --tile-overlap (default 128), --tile-colour (per-tile).
+TileOptions tile_settings(const Args& args);
 
 // A golden fixture's output frames (fixtures README) as uint8 [N, H, W, 3]: `frames_u8` as is, or
 // `frames` [3, N, H, W] in [-1, 1] rounded as the reference does. `expected` is the fixture's

@@ -211,7 +211,7 @@ bool run_fixture(const std::string& dir, const Options& opt) {
     }
     const double rel = ((it->second - r).norm() / r.norm().clamp_min(1e-30)).item<double>();
     const bool reduced = opt.dtype != at::kFloat;
-    const bool vae_decoded = lo.variant == Variant::Full && key.size() > 8 && key.compare(key.size() - 8, 8, ".decoded") == 0;
+    const bool vae_decoded = lo.variant == Variant::Full && ends_with(key, ".decoded");
     const double tol = reduced && vae_decoded ? opt.decoded_tol : opt.intermediate_tol;
     const bool good = rel <= tol;
     ok &= good;

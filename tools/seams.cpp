@@ -79,20 +79,10 @@ int main(int argc, char** argv) {
                           : Model::from_tensors(make_random_model(ModelSpec::preset(args.str("preset", "full")), 0,
                                                                   lo.dtype),
                                                 lo, "<random " + args.str("preset", "full") + ">");
-    StreamOptions so;
+    StreamOptions so = cli::stream_settings(args);
     so.in_width = args.integer("width", 0);
     so.in_height = args.integer("height", 0);
-    so.scale = args.num("scale", 4.0);
-    so.lq_version = parse_lq_version(args.str("model-version", "1.1"));
-    so.sparse_ratio = args.num("sparse-ratio", 2.0);
-    so.kv_ratio = args.num("kv-ratio", 3.0);
-    so.local_range = args.integer("local-range", 11);
-    so.color_fix = parse_color_fix(args.str("color-fix", "adain"));
-    so.seed = static_cast<uint64_t>(args.integer("seed", 0));
-    so.attention = parse_attention_backend(args.str("attention", "auto"));
-    const TileOptions tiling{args.integer("tile-width", 0), args.integer("tile-height", 0),
-                             args.integer("tile-overlap", 128),
-                    parse_tile_colour(args.str("tile-colour", "per-tile"))};
+    const TileOptions tiling = cli::tile_settings(args);
     Stream untiled(model, so);
     TiledStream tiled(model, so, tiling);
     const TilePlan& plan = tiled.plan();

@@ -63,21 +63,12 @@ int main(int argc, char** argv) {
     lo.log = [&](LogLevel, const std::string& m) { std::fprintf(stderr, "flashvsr-upscale: %s\n", m.c_str()); };
     auto model = Model::load(args.str("model", ""), lo);
 
-    StreamOptions so;
+    StreamOptions so = cli::stream_settings(args);
     so.in_width = args.integer("width", 0);
     so.in_height = args.integer("height", 0);
-    so.scale = args.num("scale", 4.0);
     so.out_width = args.integer("out-width", 0);
     so.out_height = args.integer("out-height", 0);
-    so.lq_version = parse_lq_version(args.str("model-version", "1.1"));
-    so.sparse_ratio = args.num("sparse-ratio", 2.0);
-    so.kv_ratio = args.num("kv-ratio", 3.0);
-    so.local_range = args.integer("local-range", 11);
-    so.color_fix = parse_color_fix(args.str("color-fix", "adain"));
-    so.seed = static_cast<uint64_t>(args.integer("seed", 0));
-    so.attention = parse_attention_backend(args.str("attention", "auto"));
-    TileOptions tiling{args.integer("tile-width", 0), args.integer("tile-height", 0), args.integer("tile-overlap", 128),
-                    parse_tile_colour(args.str("tile-colour", "per-tile"))};
+    TileOptions tiling = cli::tile_settings(args);
     if (args.has("max-memory"))
       tiling = tiles_for_memory(so, tiling.overlap, args.num("max-memory", 0.0),
                                 MemoryModel::measured(model->config(), so, model->dtype()));

@@ -17,6 +17,8 @@ bool path_exists(const std::string& path);
 std::string join_path(const std::string& dir, const std::string& name);
 // The last path component ("a/b/c" -> "c").
 std::string base_name(const std::string& path);
+// Whether `text` ends with `suffix` (C++17 has no std::string::ends_with).
+bool ends_with(const std::string& text, const std::string& suffix);
 // Sorted names of the entries of a directory (without "." and ".."); empty when it cannot be read.
 std::vector<std::string> list_directory(const std::string& dir);
 // mkdir -p; returns false (and sets *error) on failure.

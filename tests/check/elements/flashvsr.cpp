@@ -1236,18 +1236,25 @@ ErrorSeen error_at_ready(const std::string& model_dir, const std::string& device
   return seen;
 }
 
+// The element (`line`) given RGB caps of width x height and one frame: the frame is refused as not
+// negotiated with a settings error (RESOURCE/SETTINGS) on the bus; returns its text ("" when none came).
+std::string refused_at_negotiation(const std::string& line, int width, int height) {
+  Harness run(line);
+  GstBus* bus = run.bus();
+  run.set_caps("video/x-raw,format=RGB,width=" + std::to_string(width) + ",height=" + std::to_string(height) +
+               ",framerate=25/1");
+  EXPECT_EQ(run.push_rgb(random_frames(1, height, width, 7)), GST_FLOW_NOT_NEGOTIATED);
+  GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+  EXPECT_NE(msg, nullptr) << "no error message";
+  return msg ? checked_error_text(msg, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS) : std::string();
+}
+
 }  // namespace
 
 // 512x512 in, 2048x2048 out: 256 attention windows per latent slice; kv-ratio 64 keeps 65 slices, 16640 key
 // windows, beyond the 16384 the attention takes. Refused when the caps arrive, not ~63 chunks later.
 TEST(Errors, KvRatioBeyondTheKeyWindowLimitIsRefusedAtNegotiationWithTheNumbers) {
-  Harness run(element_line("kv-ratio=64"));
-  GstBus* bus = run.bus();
-  run.set_caps("video/x-raw,format=RGB,width=512,height=512,framerate=25/1");
-  EXPECT_EQ(run.push_rgb(random_frames(1, 512, 512, 7)), GST_FLOW_NOT_NEGOTIATED);
-  GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
-  ASSERT_NE(msg, nullptr);
-  const std::string text = checked_error_text(msg, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS);
+  const std::string text = refused_at_negotiation(element_line("kv-ratio=64"), 512, 512);
   EXPECT_NE(text.find("16640 key windows"), std::string::npos) << text;
   EXPECT_NE(text.find("kv ratio of at most 63"), std::string::npos) << text;
 }
@@ -1583,7 +1590,7 @@ TEST(Tiling, TiledElementGivesEveryFrameAtTheOutputSizeAsTheTiledEngineDoes) {
   StreamOptions o;
   o.in_width = 48;
   o.in_height = 40;
-  TiledStream engine(Model::load(tiny_model_dir(), LoadOptions{at::kCPU, at::kFloat, {}}), o, TileOptions{128, 128, 32});
+  TiledStream engine(Model::load(tiny_model_dir(), LoadOptions{}), o, TileOptions{128, 128, 32});
   ASSERT_EQ(engine.plan().tiles.size(), 4u);
   const at::Tensor a = engine.push(frames).frames, b = engine.finish().frames;
   expect_equal_frames(rgb_of(info, out), at::cat({a, b}, 0), "2x2 tiles");
@@ -1603,25 +1610,13 @@ TEST(Tiling, PropertiesDefaultToUntiled) {
 }
 
 TEST(Tiling, TileNotAMultipleOf128IsRefusedAtNegotiationWithTheReason) {
-  Harness run(element_line("tile-width=100"));
-  GstBus* bus = run.bus();
-  run.set_caps("video/x-raw,format=RGB,width=48,height=40,framerate=25/1");
-  EXPECT_EQ(run.push_rgb(random_frames(1, 40, 48, 7)), GST_FLOW_NOT_NEGOTIATED);
-  GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
-  ASSERT_NE(msg, nullptr);
-  const std::string text = checked_error_text(msg, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS);
+  const std::string text = refused_at_negotiation(element_line("tile-width=100"), 48, 40);
   EXPECT_NE(text.find("multiples of 128"), std::string::npos) << text;
 }
 
 TEST(Tiling, MaxMemoryThatNoTilingFitsIsRefusedAtNegotiationWithTheEstimate) {
   // 1 GiB is below the memory model's base (the released model's weights and constants, 3.42 GiB).
-  Harness run(element_line("max-memory=1"));
-  GstBus* bus = run.bus();
-  run.set_caps("video/x-raw,format=RGB,width=48,height=40,framerate=25/1");
-  EXPECT_EQ(run.push_rgb(random_frames(1, 40, 48, 7)), GST_FLOW_NOT_NEGOTIATED);
-  GstMessage* msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
-  ASSERT_NE(msg, nullptr);
-  const std::string text = checked_error_text(msg, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS);
+  const std::string text = refused_at_negotiation(element_line("max-memory=1"), 48, 40);
   EXPECT_NE(text.find("no tiling of 192x160 fits"), std::string::npos) << text;
 }
 

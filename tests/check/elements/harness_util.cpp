@@ -90,7 +90,7 @@ at::Tensor engine_upscale(const at::Tensor& frames, StreamOptions options, const
   static std::map<std::string, std::shared_ptr<const Model>> models;
   c10::InferenceMode inference;
   auto& model = models[model_dir];
-  if (!model) model = Model::load(model_dir, LoadOptions{at::kCPU, at::kFloat, {}});
+  if (!model) model = Model::load(model_dir, LoadOptions{});
   options.in_width = frames.size(2);
   options.in_height = frames.size(1);
   Stream stream(model, options);
