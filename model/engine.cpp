@@ -87,8 +87,14 @@ LoadOptions resolve_load_options(const std::string& device, const std::string& p
   if (precision == "fp8") {
     o.dtype = at::kBFloat16;
     o.fp8_linears = true;
+  } else if (precision == "auto") {
+    o.dtype = o.device.is_cuda() ? at::kBFloat16 : at::kFloat;
   } else {
-    o.dtype = precision == "auto" ? (o.device.is_cuda() ? at::kBFloat16 : at::kFloat) : parse_dtype(precision);
+    try {
+      o.dtype = parse_dtype(precision);
+    } catch (const Error&) {
+      throw Error(Error::Kind::BadSettings, "precision '" + precision + "': expected auto, fp32, bf16, fp16 or fp8");
+    }
   }
   return o;
 }
