@@ -99,7 +99,9 @@ LoadOptions resolve_load_options(const std::string& device, const std::string& p
   return o;
 }
 
-const char* precision_name(const LoadOptions& o) { return o.fp8_linears ? "fp8" : dtype_name(o.dtype); }
+const char* precision_name(at::ScalarType dtype, bool fp8_linears) {
+  return fp8_linears ? "fp8" : dtype_name(dtype);
+}
 
 std::string ModelConfig::describe() const {
   std::ostringstream s;

@@ -83,8 +83,9 @@ struct LoadOptions {
 // (Error(BadSettings) naming the value). The device is not checked here: Model::load does (check_device,
 // check_fp8_support).
 LoadOptions resolve_load_options(const std::string& device, const std::string& precision);
-// "fp8" for fp8_linears, else dtype_name(dtype): the precision as the settings spell it.
-const char* precision_name(const LoadOptions& options);
+// The precision as the settings spell it: "fp8" for fp8_linears, else dtype_name(dtype).
+const char* precision_name(at::ScalarType dtype, bool fp8_linears);
+inline const char* precision_name(const LoadOptions& o) { return precision_name(o.dtype, o.fp8_linears); }
 
 class Model {
  public:
@@ -100,7 +101,7 @@ class Model {
   at::Device device() const { return device_; }
   at::ScalarType dtype() const { return dtype_; }
   bool fp8_linears() const { return dit_.fp8_linears(); }
-  const char* precision() const { return fp8_linears() ? "fp8" : dtype_name(dtype_); }  // "fp8", "bf16", ...
+  const char* precision() const { return precision_name(dtype_, fp8_linears()); }  // "fp8", "bf16", ...
   const ModelConfig& config() const { return config_; }
   const LqProjWeights& lq_proj() const { return lq_proj_; }
   const DitWeights& dit() const { return dit_; }

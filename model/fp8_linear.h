@@ -36,8 +36,6 @@ class Fp8Linear {
   static Fp8Linear quantize(const at::Tensor& weight, const at::Tensor& bias);
 
   bool defined() const { return w_.defined(); }
-  int64_t in_features() const { return w_.size(1); }
-  int64_t out_features() const { return w_.size(0); }
   const at::Tensor& weight() const { return w_; }              // [out, in] e4m3
   const at::Tensor& weight_scale() const { return w_scale_; }  // [1, out] float32
 

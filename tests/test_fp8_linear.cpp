@@ -97,6 +97,22 @@ TEST(Fp8Precision, IsRefusedOnTheCpuWithTheReason) {
 }
 
 #if FLASHVSR_CUDA_KERNELS
+namespace {
+
+// The kernel's quantisation `got` of the same rows as the definition's `want` up to last-bit differences of
+// the prologue: scales within `scale_rtol`, at least `same_fraction` of the bytes equal, and every
+// dequantised value within one e4m3 step (relative 2^-3 of a normal value, plus a subnormal step).
+void expect_within_one_e4m3_step(const RowQuantized& got, const RowQuantized& want, double scale_rtol,
+                                 double same_fraction) {
+  EXPECT_TRUE(at::allclose(got.scales, want.scales, scale_rtol, 0));
+  const auto a = got.values.to(at::kFloat) * got.scales, b = want.values.to(at::kFloat) * want.scales;
+  const double same = (got.values.view(at::kByte) == want.values.view(at::kByte)).to(at::kDouble).mean().item<double>();
+  EXPECT_GT(same, same_fraction);
+  EXPECT_TRUE(((a - b).abs() <= b.abs() * 0.13 + want.scales * (1.0 / 512)).all().item<bool>());
+}
+
+}  // namespace
+
 // The kernel computes the definition (quantize_rows on the same device): the same bytes and scales.
 TEST(Fp8Quantise, CudaKernelMatchesTheDefinition) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
@@ -119,12 +135,7 @@ TEST(Fp8Quantise, CudaKernelAppliesGeluBeforeQuantising) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(8);
   auto x = (at::randn({257, 8960}, gen, at::kFloat) * 2).to(at::Device(at::kCUDA, 0), at::kBFloat16);
   const auto got = quantize_rows_cuda(x, RowPrologue::gelu());
-  const auto want = quantize_rows(at::gelu(x.to(at::kFloat), "tanh"));
-  EXPECT_TRUE(at::allclose(got.scales, want.scales, 1e-6, 0));
-  const auto a = got.values.to(at::kFloat) * got.scales, b = want.values.to(at::kFloat) * want.scales;
-  const double same = (got.values.view(at::kByte) == want.values.view(at::kByte)).to(at::kDouble).mean().item<double>();
-  EXPECT_GT(same, 0.999);
-  EXPECT_TRUE(((a - b).abs() <= b.abs() * 0.13 + want.scales * (1.0 / 512)).all().item<bool>());
+  expect_within_one_e4m3_step(got, quantize_rows(at::gelu(x.to(at::kFloat), "tanh")), 1e-6, 0.999);
 }
 
 // With the LayerNorm prologue, the values are those of the definition applied to ATen's float32 LayerNorm
@@ -140,11 +151,7 @@ TEST(Fp8Quantise, CudaKernelAppliesTheLayerNormBeforeQuantising) {
   auto add = at::randn({1536}, gen, at::kFloat).to(dev, at::kBFloat16);
   const auto got = quantize_rows_cuda(x, RowPrologue::layer_norm(mul, add, 1e-6));
   const auto want = quantize_rows(at::layer_norm(x.to(at::kFloat), {1536}, mul.to(at::kFloat), add.to(at::kFloat), 1e-6));
-  EXPECT_TRUE(at::allclose(got.scales, want.scales, 1e-5, 0));
-  const auto a = got.values.to(at::kFloat) * got.scales, b = want.values.to(at::kFloat) * want.scales;
-  const double same = (got.values.view(at::kByte) == want.values.view(at::kByte)).to(at::kDouble).mean().item<double>();
-  EXPECT_GT(same, 0.99);
-  EXPECT_TRUE(((a - b).abs() <= b.abs() * 0.13 + want.scales * (1.0 / 512)).all().item<bool>());
+  expect_within_one_e4m3_step(got, want, 1e-5, 0.99);
 }
 
 // The scaled product is the exact product of the dequantised operands (float64 here) up to bf16 output

@@ -48,7 +48,7 @@ const char* kUsage =
     "With a list of precisions, each size is followed by {\"precisions\": size, \"steady_fps\": {...}, \"ratio_vs_first\"}\n"
     "from this run. --quality-vs P (P in the list): per size, the same frames through every other precision and\n"
     "through P (same weights, same noise), then {\"quality\": size, \"psnr_db\": [per frame]} of each against P on\n"
-    "8-bit RGB, with mean and min.\n";
+    "8-bit RGB, with mean and min (identical frames count as 999 dB).\n";
 
 std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> out;
@@ -442,22 +442,21 @@ int main(int argc, char** argv) {
           std::vector<double> fps;
           for (size_t p = 0; p < models.size(); ++p) {
             const auto& model = models[p];
+            auto failed = [&](const char* what) {
+              std::printf("{\"variant\":\"%s\",\"precision\":\"%s\",\"output\":\"%lldx%lld\",\"attention\":\"%s\",\"error\":\"%s\"}\n",
+                          variant_name(model->variant()), model->precision(), (long long)out_w, (long long)out_h,
+                          backend.c_str(), what);
+              all_ok = false;
+              fps.push_back(NAN);
+            };
             try {
               const RunResult r = run_config(model, args, out_w, out_h, attention, load_s[p], baseline ? &*baseline : nullptr);
               all_ok &= r.complete;
               fps.push_back(r.steady_fps);
             } catch (const Error& e) {
-              std::printf("{\"variant\":\"%s\",\"precision\":\"%s\",\"output\":\"%lldx%lld\",\"attention\":\"%s\",\"error\":\"%s\"}\n",
-                          variant_name(model->variant()), model->precision(), (long long)out_w, (long long)out_h,
-                          backend.c_str(), e.what());
-              all_ok = false;
-              fps.push_back(NAN);
+              failed(e.what());
             } catch (const c10::Error& e) {
-              std::printf("{\"variant\":\"%s\",\"precision\":\"%s\",\"output\":\"%lldx%lld\",\"attention\":\"%s\",\"error\":\"%s\"}\n",
-                          variant_name(model->variant()), model->precision(), (long long)out_w, (long long)out_h,
-                          backend.c_str(), e.what_without_backtrace());
-              all_ok = false;
-              fps.push_back(NAN);
+              failed(e.what_without_backtrace());
             }
             std::fflush(stdout);
             if (model->device().is_cuda()) c10::getDeviceAllocator(model->device().type())->emptyCache();
@@ -486,9 +485,10 @@ int main(int argc, char** argv) {
               q << "{\"quality\":\"" << size << "\",\"precision\":\"" << models[p]->precision() << "\",\"against\":\""
                 << models[ref]->precision() << "\",\"frames\":" << n << ",\"psnr_db\":[";
               for (size_t i = 0; i < psnr.size(); ++i) {
-                q << (i ? "," : "") << (std::isfinite(psnr[i]) ? psnr[i] : 999.0);
-                sum += std::min(psnr[i], 999.0);
-                lo = std::min(lo, psnr[i]);
+                const double db = std::min(psnr[i], 999.0);  // identical frames (infinite PSNR): 999, JSON has no infinity
+                q << (i ? "," : "") << db;
+                sum += db;
+                lo = std::min(lo, db);
               }
               q << "],\"psnr_mean_db\":" << sum / static_cast<double>(psnr.size()) << ",\"psnr_min_db\":" << lo << "}";
               std::printf("%s\n", q.str().c_str());

@@ -303,10 +303,10 @@ int main(int argc, char** argv) {
       return args.has("help") ? 0 : 2;
     }
     Options opt;
-    opt.device = parse_device(args.str("device", "cpu"));
-    const std::string dtype = args.str("dtype", "fp32");
-    opt.fp8 = dtype == "fp8";
-    opt.dtype = opt.fp8 ? at::kBFloat16 : parse_dtype(dtype);
+    const LoadOptions precision = resolve_load_options(args.str("device", "cpu"), args.str("dtype", "fp32"));
+    opt.device = precision.device;
+    opt.dtype = precision.dtype;
+    opt.fp8 = precision.fp8_linears;
     opt.threshold = args.num("threshold", opt.fp8 ? 30.0 : 45.0);
     // fp32 on CUDA without TF32 measured at most 2e-4 (H200, both vendored fixtures), as on the CPU.
     const double default_tol = opt.fp8 ? 2e-1 : opt.dtype != at::kFloat ? 3e-2 : 1e-3;
@@ -357,7 +357,7 @@ int main(int argc, char** argv) {
     auto list = [](const std::vector<std::string>& v) { return v.empty() ? std::string() : " (" + join(v, ", ") + ")"; };
     std::printf("parity: %zu fixture(s) checked%s, %zu failed%s (device %s, %s)\n", checked.size(),
                 list(checked).c_str(), failed.size(), list(failed).c_str(),
-                opt.device.str().c_str(), opt.fp8 ? "fp8" : dtype_name(opt.dtype));
+                opt.device.str().c_str(), precision_name(opt.dtype, opt.fp8));
     return failed.empty() ? 0 : 1;
   } catch (const Error& e) {
     std::fprintf(stderr, "flashvsr-parity: %s\n", e.what());
