@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "tc_decoder.h"
 
+#include "upsample_conv.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
@@ -108,10 +110,10 @@ at::Tensor run_trunk(const DecoderWeights& w, DecoderState& s, at::Tensor x) {
   for (int stage = 0; stage < 3; ++stage) {
     for (int j = 0; j < 3; ++j) x = mem_block(w.mem[stage * 3 + j], fused, s.past[stage * 3 + j], x);
     if (stage == 2) break;
-    // A 1x1 convolution commutes with nearest upsampling: TGrow runs at the lower resolution.
+    // A 1x1 convolution commutes with nearest upsampling: TGrow runs at the lower resolution, and the
+    // upsampling with the 3x3 convolution after it runs as their sub-pixel form (upsample_conv.h).
     x = t_grow(x, w.tgrow[stage], kTGrowStride[stage]);
-    x = at::upsample_nearest2d(x, {x.size(2) * 2, x.size(3) * 2});
-    x = conv3x3(x, w.stage_w[stage]);
+    x = upsample2x_conv3x3(w.stage_up[stage], x);
   }
   return x;
 }
@@ -123,8 +125,8 @@ at::Tensor run_tail(const DecoderWeights& w, const at::Tensor& trunk) {
   std::vector<at::Tensor> frames;
   for (int64_t i = 0; i < grown.size(0); ++i) {
     auto x = grown.narrow(0, i, 1);
-    x = at::upsample_nearest2d(x, {x.size(2) * 2, x.size(3) * 2});
-    x = conv3x3_relu(w.fused_epilogues, x, w.stage_w[2]);
+    x = upsample2x_conv3x3(w.stage_up[2], x,
+                           w.fused_epilogues ? UpsampleConvEpilogue::CudnnFusedRelu : UpsampleConvEpilogue::Relu);
     x = conv3x3_relu(w.fused_epilogues, x, w.out1_w);
     frames.push_back(conv3x3(x, w.out_w, w.out_b));
   }
@@ -187,8 +189,11 @@ DecoderWeights DecoderWeights::bind(WeightFile& f, const DecoderConfig& c, at::D
       m.w0_x = m.w0.narrow(1, 0, n).contiguous(at::MemoryFormat::ChannelsLast);
       m.w0_past = m.w0.narrow(1, n, n).contiguous(at::MemoryFormat::ChannelsLast);
     }
-  w.epilogue_path = w.fused_epilogues ? "cuDNN fused convolution + bias + ReLU (+ residual)"
-                                      : "convolution, then add and ReLU (" + problem + ")";
+  for (int i = 0; i < 3; ++i) w.stage_up[i] = UpsampleConv::fold(w.stage_w[i]);
+  w.epilogue_path = (w.fused_epilogues ? "cuDNN fused convolution + bias + ReLU (+ residual)"
+                                       : "convolution, then add and ReLU (" + problem + ")") +
+                    "; upsampling folded into the next convolution, phases joined by " +
+                    w.stage_up[2].interleave_path(w.stage_w[2]);
   return w;
 }
 

@@ -6,6 +6,7 @@
 // .weight/bias, decoder.{9,15,21}.conv.weight (TGrow), decoder.{10,16,22,24}.weight, decoder.26.weight/bias.
 #pragma once
 
+#include "upsample_conv.h"
 #include "weights.h"
 
 #include <ATen/ATen.h>
@@ -35,10 +36,12 @@ struct DecoderWeights {
   std::array<MemBlock, 9> mem;       // decoder.{5,6,7}, {11,12,13}, {17,18,19}
   std::array<at::Tensor, 3> tgrow;   // decoder.{9,15,21}: 1x1, n -> n * stride
   std::array<at::Tensor, 3> stage_w; // decoder.{10,16,22}: c_i -> c_{i+1}, no bias
+  std::array<UpsampleConv, 3> stage_up;  // the nearest x2 upsampling before each, folded into it
   at::Tensor out1_w;                 // decoder.24: c3 -> c3, no bias
   at::Tensor out_w, out_b;           // decoder.26: c3 -> 3
   // Whether relu(conv + bias [+ residual]) runs as one cuDNN fused convolution (CUDA, bf16/fp16, when a probe
-  // at bind time matched the composed operations) or as conv, add and relu; `epilogue_path` says which and why.
+  // at bind time matched the composed operations) or as conv, add and relu; `epilogue_path` says which and why,
+  // and which pass joins the phases of the folded upsampling convolutions.
   bool fused_epilogues = false;
   std::string epilogue_path;
 

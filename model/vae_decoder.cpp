@@ -100,11 +100,11 @@ at::Tensor up_block(Pass& p, const VaeDecoderWeights::Up& u, const at::Tensor& x
       cache = at::zeros({1, x.size(1), kCacheFrames, x.size(3), x.size(4)}, x.options()).contiguous(format_of(p.w));
     }
   }
-  // Per frame: nearest x2 ('nearest-exact' at an integer scale = pixel doubling = 'nearest'), conv 3x3, pad 1.
+  // Per frame: nearest x2 ('nearest-exact' at an integer scale = pixel doubling = 'nearest'), conv 3x3, pad 1,
+  // as their sub-pixel form (upsample_conv.h).
   at::Tensor f = frames_of(y);
   if (!p.w.channels_last) f = f.contiguous();
-  f = at::upsample_nearest2d(f, {f.size(2) * 2, f.size(3) * 2});
-  f = at::conv2d(f, u.resample.weight, u.resample.bias, {1, 1}, {1, 1});
+  f = upsample2x_conv3x3(u.resample_up, f);
   return sequence_of(f, format_of(p.w));
 }
 
@@ -313,6 +313,9 @@ VaeDecoderWeights VaeDecoderWeights::bind(WeightFile& f, const VaeDecoderConfig&
   } else {
     w.layout = std::string("NCDHW activations (") + (d.is_cuda() ? "channels-last only in bf16/fp16" : "CPU") + ")";
   }
+  for (auto& u : w.up) u.resample_up = UpsampleConv::fold(u.resample.weight, u.resample.bias);
+  w.layout += "; upsampling folded into the resample convolutions, phases joined by " +
+              w.up.back().resample_up.interleave_path(w.up.back().resample.weight);
   return w;
 }
 

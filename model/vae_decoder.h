@@ -9,6 +9,7 @@
 #pragma once
 
 #include "error.h"
+#include "upsample_conv.h"
 #include "weights.h"
 
 #include <ATen/ATen.h>
@@ -42,7 +43,8 @@ struct VaeDecoderWeights {
   struct Conv { at::Tensor weight, bias; };
   struct Res { at::Tensor gamma0, gamma3; Conv conv2, conv6, shortcut; };  // shortcut undefined when i == o
   struct Attn { at::Tensor gamma; Conv to_qkv, proj; };
-  struct Up { Conv time_conv, resample; };  // time_conv undefined for Up2d
+  // time_conv undefined for Up2d; resample_up: the nearest x2 upsampling folded into resample (upsample_conv.h)
+  struct Up { Conv time_conv, resample; UpsampleConv resample_up; };
   at::Tensor mean, inv_std;                 // de-normalisation constants [1, 16, 1, 1, 1] (compute dtype, on the device)
   Conv conv2, conv1;                        // conv2 (1x1x1 16 -> 16), decoder.conv1 (16 -> 4d)
   Res middle0, middle2;
