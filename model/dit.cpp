@@ -5,6 +5,7 @@
 
 #if FLASHVSR_CUDA_KERNELS
 #include "cuda/qkv_windows.h"
+#include "cuda/residual_norm.h"
 #endif
 
 namespace flashvsr {
@@ -21,35 +22,43 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight) {
 
 at::Tensor layer_norm(const at::Tensor& x) { return at::layer_norm(x, {x.size(-1)}, {}, {}, kEps); }
 
-// LN(x) * (1 + scale) + shift, with scale1p = 1 + scale.
-at::Tensor modulated_norm(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale1p) {
-  return at::addcmul(shift, layer_norm(x), scale1p);
-}
-
 // x W^T + b of one of a block's per-token layers, in e4m3 when the model holds it so (precision fp8).
 at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const Fp8Linear& w8) {
   return w8.defined() ? w8(x) : at::linear(x, w, b);
 }
 
 // LN(x) * mul + add projected by a block's per-token layer: in e4m3 (precision fp8) the norm and its affine
-// map run inside the activations' quantisation, one pass over x; otherwise `normed` is x W^T + b of the
-// norm as the composed operations compute it.
-template <typename Normed>
-at::Tensor normed_project(const at::Tensor& x, const at::Tensor& mul, const at::Tensor& add, const Fp8Linear& w8,
-                          Normed normed) {
+// map run inside the activations' quantisation, one pass over x; otherwise `normed` is that norm, computed
+// with the residual update before it (update_then_norm).
+at::Tensor normed_project(const at::Tensor& x, const at::Tensor& normed, const at::Tensor& mul, const at::Tensor& add,
+                          const Fp8Linear& w8, const at::Tensor& w, const at::Tensor& b) {
   if (w8.defined()) return w8(quantize_rows_cuda(x, RowPrologue::layer_norm(mul, add, kEps)));
-  return normed();
+  return at::linear(normed, w, b);
 }
 
-// Linear, GELU(tanh), Linear of LN(x) * (1 + scale) + shift; on CUDA the GELU is fused into the first
-// GEMM's epilogue (bf16), or into the second layer's input quantisation (fp8).
-at::Tensor ffn(const DitBlockWeights& b, const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale1p) {
+// Linear, GELU(tanh), Linear of h = LN(x) * (1 + scale) + shift; on CUDA the GELU is fused into the first
+// GEMM's epilogue (bf16), or into the second layer's input quantisation (fp8, which norms x itself).
+at::Tensor ffn(const DitBlockWeights& b, const at::Tensor& x, const at::Tensor& h, const at::Tensor& shift,
+               const at::Tensor& scale1p) {
   if (b.fp8.ffn1.defined())
     return b.fp8.ffn2(b.fp8.ffn1(quantize_rows_cuda(x, RowPrologue::layer_norm(scale1p, shift, kEps))), /*gelu_input=*/true);
-  const at::Tensor h = modulated_norm(x, shift, scale1p);
   at::Tensor a = h.is_cuda() ? at::_addmm_activation(b.ffn1_b, h, b.ffn1_w.t(), 1, 1, /*use_gelu=*/true)
                              : at::gelu(at::linear(h, b.ffn1_w, b.ffn1_b), "tanh");
   return at::linear(a, b.ffn2_w, b.ffn2_b);
+}
+
+// The residual stream's update x <- x + gate * y (gate undefined: 1; y undefined: no update), then the next
+// norm of x, LN(x) * mul + add — undefined when mul is (that norm runs inside an fp8 quantisation). With the
+// CUDA kernels (`fused`) both are one pass over x, in place (model/cuda/residual_norm.h).
+at::Tensor update_then_norm(at::Tensor& x, const at::Tensor& gate, const at::Tensor& y, const at::Tensor& mul,
+                            const at::Tensor& add, bool fused) {
+#if FLASHVSR_CUDA_KERNELS
+  if (fused) return residual_norm_cuda(x, gate, y, mul, mul.defined() ? add : at::Tensor(), kEps);
+#else
+  if (fused) throw Error(Error::Kind::BadSettings, "the fused residual + norm kernel is not in this build");
+#endif
+  if (y.defined()) x = gate.defined() ? at::addcmul(x, gate, y) : x + y;
+  return mul.defined() ? at::addcmul(add, layer_norm(x), mul) : at::Tensor();
 }
 
 // cat(cos(t * e), sin(t * e)), e_i = 10000^(-i / (d/2)), in float64 then the model dtype.
@@ -207,13 +216,12 @@ void write_windows(const at::Tensor& windows, const at::Tensor& tokens, const Wi
                  .permute({0, 2, 4, 1, 3, 5, 6}));
 }
 
-// Self-attention of LN(x) * (1 + scale) + shift: x [L, dim] -> [L, dim]; updates the block's KV cache.
+// Self-attention of h = LN(x) * (1 + scale) + shift: x [L, dim] -> [L, dim]; updates the block's KV cache.
 at::Tensor self_attention(const DitBlockWeights& b, const DitConstants::Block& kb, const DitConfig& c, KvCache& cache,
-                          const at::Tensor& x, const WindowGrid& grid, const RopeTable& rope, const AttentionPlan& s) {
+                          const at::Tensor& x, const at::Tensor& h, const WindowGrid& grid, const RopeTable& rope,
+                          const AttentionPlan& s) {
   const int64_t L = x.size(0), D = c.dim;
-  auto qkv = normed_project(x, kb.scale1, kb.shift1, b.fp8.qkv, [&] {
-    return at::linear(modulated_norm(x, kb.shift1, kb.scale1), b.qkv_w, b.qkv_b);
-  });  // [L, 3 dim]
+  auto qkv = normed_project(x, h, kb.scale1, kb.shift1, b.fp8.qkv, b.qkv_w, b.qkv_b);  // [L, 3 dim]
   // Windows: [n, 128, dim]; keys/values = cached windows of earlier slices, then this chunk's.
   const int64_t nw = grid.windows();
   auto k_w = with_cached_windows(cache.k, nw, D, qkv.options());
@@ -252,14 +260,12 @@ at::Tensor self_attention(const DitBlockWeights& b, const DitConstants::Block& k
   return project(from_windows(o_w, grid), b.o_w, b.o_b, b.fp8.o);
 }
 
-// Dense attention of the tokens LN(x) * norm3_w + norm3_b over the cached prompt keys/values:
+// Dense attention of the tokens h = LN(x) * norm3_w + norm3_b over the cached prompt keys/values:
 // x [L, dim] -> [L, dim].
 at::Tensor cross_attention(const DitBlockWeights& b, const DitConstants::Block& kb, const DitConfig& c,
-                           const at::Tensor& x) {
+                           const at::Tensor& x, const at::Tensor& h) {
   const int64_t L = x.size(0);
-  auto q = normed_project(x, b.norm3_w, b.norm3_b, b.fp8.cq, [&] {
-    return at::linear(at::layer_norm(x, {c.dim}, b.norm3_w, b.norm3_b, kEps), b.cq_w, b.cq_b);
-  });
+  auto q = normed_project(x, h, b.norm3_w, b.norm3_b, b.fp8.cq, b.cq_w, b.cq_b);
   q = rms_norm(q, b.cnorm_q);
   q = q.view({1, L, c.heads, c.head_dim}).transpose(1, 2);  // [1, heads, L, hd]
   auto o = at::scaled_dot_product_attention(q, kb.cross_k, kb.cross_v);
@@ -283,16 +289,36 @@ at::Tensor dit_forward(const DitWeights& w, const DitConstants& k, DitState& sta
   x = x.flatten(2).squeeze(0).transpose(0, 1).contiguous();
   if (state.blocks.empty()) state.blocks.resize(static_cast<size_t>(c.layers));
 
+  // Every norm runs with the residual update before it (update_then_norm), so `h` is the next norm's output:
+  // norm1 (LN * (1 + scale1) + shift1), norm3 (affine), norm2 (LN * (1 + scale2) + shift2), then the next
+  // block's norm1 or the head's. A norm whose layer is in fp8 is left to that layer's quantisation.
+  const bool fused = s.backend == AttentionBackend::Cuda;
+  auto norm_of = [](const Fp8Linear& consumer, const at::Tensor& v) { return consumer.defined() ? at::Tensor() : v; };
+  const auto lq_of = [&](int64_t i) {
+    return i < static_cast<int64_t>(lq_tokens.size()) ? lq_tokens[i].reshape({L, c.dim}) : at::Tensor();
+  };
+  at::Tensor h;  // norm1 of x for block i, when the update before it computed it
   for (int64_t i = 0; i < c.layers; ++i) {
     const auto& b = w.blocks[i];
     const auto& kb = k.blocks[i];
-    if (i < static_cast<int64_t>(lq_tokens.size())) x = x + lq_tokens[i].view({L, c.dim});
-    x = at::addcmul(x, kb.gate1, self_attention(b, kb, c, state.blocks[i], x, grid, rope, s));
-    x = x + cross_attention(b, kb, c, x);
-    x = at::addcmul(x, kb.gate2, ffn(b, x, kb.shift2, kb.scale2));
+    // Blocks that receive LQ tokens add them first (x + lq, then norm1).
+    if (const at::Tensor lq = lq_of(i); lq.defined() || i == 0)
+      h = update_then_norm(x, {}, lq, norm_of(b.fp8.qkv, kb.scale1), kb.shift1, fused);
+    const at::Tensor sa = self_attention(b, kb, c, state.blocks[i], x, h, grid, rope, s);
+    h = update_then_norm(x, kb.gate1, sa, norm_of(b.fp8.cq, b.norm3_w), b.norm3_b, fused);
+    const at::Tensor ca = cross_attention(b, kb, c, x, h);
+    h = update_then_norm(x, {}, ca, norm_of(b.fp8.ffn1, kb.scale2), kb.shift2, fused);
+    const at::Tensor f = ffn(b, x, h, kb.shift2, kb.scale2);
+    if (i + 1 == c.layers)
+      h = update_then_norm(x, kb.gate2, f, k.head_scale, k.head_shift, fused);
+    else if (lq_of(i + 1).defined())
+      update_then_norm(x, kb.gate2, f, {}, {}, fused);  // norm1 of the next block follows its LQ tokens
+    else
+      h = update_then_norm(x, kb.gate2, f, norm_of(w.blocks[i + 1].fp8.qkv, k.blocks[i + 1].scale1),
+                           k.blocks[i + 1].shift1, fused);
   }
   // Head: [L, dim] -> [L, 64] -> unpatchify 'b (f h w) (x y z c) -> b c (f x) (h y) (w z)', (x,y,z) = (1,2,2)
-  auto out = at::linear(modulated_norm(x, k.head_shift, k.head_scale), w.head_w, w.head_b);
+  auto out = at::linear(h, w.head_w, w.head_b);
   out = out.view({grid.f, grid.h, grid.w, 1, 2, 2, c.out_dim}).permute({6, 0, 3, 1, 4, 2, 5});
   return out.reshape({1, c.out_dim, grid.f, grid.h * 2, grid.w * 2});
 }

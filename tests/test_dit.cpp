@@ -169,3 +169,50 @@ TEST(Dit, CudaFusedQkvWindowsMatchTheComposedOperations) {
   GTEST_SKIP() << "built without the CUDA kernels (gpu_kernels / nvcc / CUDA LibTorch)";
 #endif
 }
+
+#if FLASHVSR_CUDA_KERNELS
+#include "cuda/residual_norm.h"
+#endif
+
+// The fused residual update + LayerNorm of the CUDA path against at::addcmul and at::layer_norm in float32
+// on the same bf16/fp16 inputs: the updated x, the norm with an affine map, the update alone, the norm alone.
+TEST(Dit, CudaFusedResidualNormMatchesAddcmulThenLayerNorm) {
+#if FLASHVSR_CUDA_KERNELS
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  c10::InferenceMode guard;
+  const at::Device dev(at::kCUDA, 0);
+  for (const auto dtype : {at::kBFloat16, at::kHalf}) {
+    for (const int64_t D : {1536, 40}) {  // the released width; a row narrower than a warp's 8-channel pieces
+      SCOPED_TRACE(std::string(c10::toString(dtype)) + " d " + std::to_string(D));
+      const int64_t L = 300;
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(51);
+      const auto o = at::TensorOptions().device(dev).dtype(dtype);
+      auto rnd = [&](at::IntArrayRef s, double scale, double offset) { return (at::randn(s, gen, at::kFloat) * scale + offset).to(o); };
+      const at::Tensor x0 = rnd({L, D}, 2, 0.5), y = rnd({L, D}, 1, 0), gate = rnd({D}, 0.3, 0);
+      const at::Tensor mul = rnd({D}, 0.2, 1), add = rnd({D}, 0.1, 0);
+      auto f32 = [](const at::Tensor& t) { return t.to(at::kFloat).cpu(); };
+      // Expectation: the update rounded to the dtype (as the unfused addcmul stores it), the norm in float32.
+      const at::Tensor x_expected = f32(at::addcmul(x0, gate, y));
+      const at::Tensor n_expected = at::layer_norm(x_expected, {D}, f32(mul), f32(add), 1e-6);
+      at::Tensor x = x0.clone();
+      const at::Tensor n = residual_norm_cuda(x, gate, y, mul, add, 1e-6);
+      // Within one step of the dtype (the float32 product may be contracted into an FMA on either side).
+      const double step = dtype == at::kBFloat16 ? 1.0 / 128 : 1.0 / 1024;
+      EXPECT_TRUE(((f32(x) - x_expected).abs() <= x_expected.abs() * step + 1e-6).all().item<bool>()) << "x + gate * y";
+      auto rel = [](const at::Tensor& a, const at::Tensor& ref) { return ((a - ref).norm() / ref.norm()).item<double>(); };
+      EXPECT_LT(rel(f32(n), n_expected), 1e-2);
+      // The update alone (no norm), with gate 1.
+      at::Tensor x2 = x0.clone();
+      EXPECT_FALSE(residual_norm_cuda(x2, {}, y, {}, {}, 1e-6).defined());
+      EXPECT_TRUE(at::equal(f32(x2), f32(x0 + y)));
+      // The norm alone leaves x as it is.
+      at::Tensor x3 = x0.clone();
+      const at::Tensor n3 = residual_norm_cuda(x3, {}, {}, mul, add, 1e-6);
+      EXPECT_TRUE(at::equal(x3, x0));
+      EXPECT_LT(rel(f32(n3), at::layer_norm(f32(x0), {D}, f32(mul), f32(add), 1e-6)), 1e-2);
+    }
+  }
+#else
+  GTEST_SKIP() << "built without the CUDA kernels (gpu_kernels / nvcc / CUDA LibTorch)";
+#endif
+}
