@@ -199,13 +199,45 @@ DitConstants DitConstants::compute(const DitWeights& w, const at::Tensor& prompt
 
 namespace {
 
-// A new key/value buffer: the cached windows, then room for this chunk's: cached [nc, 128, dim] (may be
-// undefined) -> [nc + n_windows, 128, dim] with the last n_windows uninitialised.
-at::Tensor with_cached_windows(const at::Tensor& cached, int64_t new_windows, int64_t dim, const at::TensorOptions& o) {
-  const int64_t nc = cached.defined() ? cached.size(0) : 0;
-  auto all = at::empty({nc + new_windows, kWindowTokens, dim}, o);
-  if (nc) all.narrow(0, 0, nc).copy_(cached);
-  return all;
+// The key/value windows of one chunk: the held slices and the chunk's new ones (all in ring slots), and the
+// new ones' slots, to be written.
+struct ChunkKv {
+  at::Tensor k, v;          // [(held + new) * ws, 128, dim], contiguous views of the ring
+  at::Tensor k_new, v_new;  // [new * ws, 128, dim]
+};
+
+// The held slices copied to slots 0.. (oldest first) of a ring of `capacity` slices.
+void rebuild_ring(KvCache& c, int64_t capacity, int64_t ws, int64_t dim, const at::TensorOptions& o) {
+  auto [k, v] = c.held_in_time_order();
+  c.k = at::empty({capacity * ws, kWindowTokens, dim}, o);
+  c.v = at::empty({capacity * ws, kWindowTokens, dim}, o);
+  c.slice_windows = ws;
+  if (c.held) c.k.narrow(0, 0, c.held * ws).copy_(k), c.v.narrow(0, 0, c.held * ws).copy_(v);
+  c.first = 0;
+}
+
+// Room for `n` new slices after the held ones. Steady chunks (one new slice into a full ring of
+// max_key_slices slots) take the slot of the slice dropped after the previous chunk; the ring is built again
+// (the held slices copied, oldest first) only when it is missing, of another size, or when the held and
+// new slices would not be one contiguous range or the whole ring.
+ChunkKv chunk_kv(KvCache& c, int64_t n, int64_t ws, int64_t dim, int64_t capacity, const at::TensorOptions& o) {
+  if (c.k.defined() && (c.slice_windows != ws || c.k.size(2) != dim)) c = KvCache{};  // another geometry: a new stream
+  int64_t C = c.capacity();
+  const int64_t start = C ? (c.first + c.held) % C : 0, total = c.held + n;
+  const bool fits = C >= total && start + n <= C && (total == C || c.first + total <= C);
+  if (!fits) {
+    C = std::max(capacity, total);
+    rebuild_ring(c, C, ws, dim, o);
+  }
+  const int64_t new_slot = (c.first + c.held) % C;
+  ChunkKv kv;
+  kv.k_new = c.k.narrow(0, new_slot * ws, n * ws);
+  kv.v_new = c.v.narrow(0, new_slot * ws, n * ws);
+  c.held = total;
+  const int64_t from = total == C ? 0 : c.first;  // the whole ring, or the contiguous held range
+  kv.k = c.k.narrow(0, from * ws, total * ws);
+  kv.v = c.v.narrow(0, from * ws, total * ws);
+  return kv;
 }
 
 // tokens [L, dim] partitioned into windows, written into windows [n_windows, 128, dim] (a view).
@@ -222,11 +254,10 @@ at::Tensor self_attention(const DitBlockWeights& b, const DitConstants::Block& k
                           const AttentionPlan& s) {
   const int64_t L = x.size(0), D = c.dim;
   auto qkv = normed_project(x, h, kb.scale1, kb.shift1, b.fp8.qkv, b.qkv_w, b.qkv_b);  // [L, 3 dim]
-  // Windows: [n, 128, dim]; keys/values = cached windows of earlier slices, then this chunk's.
-  const int64_t nw = grid.windows();
-  auto k_w = with_cached_windows(cache.k, nw, D, qkv.options());
-  auto v_w = with_cached_windows(cache.v, nw, D, qkv.options());
-  auto k_new = k_w.narrow(0, k_w.size(0) - nw, nw), v_new = v_w.narrow(0, v_w.size(0) - nw, nw);
+  // Windows: [n, 128, dim]; keys/values = the held windows of earlier slices and this chunk's, in ring slots.
+  const int64_t nw = grid.windows(), ws = grid.per_slice();
+  const ChunkKv kv = chunk_kv(cache, grid.slices(), ws, D, max_key_slices(s.kv_slices), qkv.options());
+  const at::Tensor &k_w = kv.k, &v_w = kv.v, &k_new = kv.k_new, &v_new = kv.v_new;
   at::Tensor q_w;
   if (s.backend == AttentionBackend::Cuda) {
 #if FLASHVSR_CUDA_KERNELS
@@ -245,17 +276,13 @@ at::Tensor self_attention(const DitBlockWeights& b, const DitConstants::Block& k
     write_windows(k_new, k, grid);
     write_windows(v_new, qkv.narrow(1, 2 * D, D), grid);
   }
-  const int64_t ws = grid.per_slice();
   auto mask = select_key_windows(q_w, k_w, c.heads, ws, s.local_mask, s.topk);
   auto o_w = block_sparse_attention(q_w, k_w, v_w, mask, c.heads, s.backend);
-  // Keep every key window, minus the oldest slice when more than kv_slices slices are held.
-  const int64_t slices = k_w.size(0) / ws;
-  if (slices > s.kv_slices) {
-    cache.k = k_w.narrow(0, ws, k_w.size(0) - ws);
-    cache.v = v_w.narrow(0, ws, v_w.size(0) - ws);
-  } else {
-    cache.k = k_w;
-    cache.v = v_w;
+  // Keep every key window, minus the oldest slice when more than kv_slices slices are held (its slot takes
+  // the next chunk's slice).
+  if (cache.held > s.kv_slices) {
+    cache.first = (cache.first + 1) % cache.capacity();
+    cache.held -= 1;
   }
   return project(from_windows(o_w, grid), b.o_w, b.o_b, b.fp8.o);
 }
@@ -273,6 +300,14 @@ at::Tensor cross_attention(const DitBlockWeights& b, const DitConstants::Block& 
 }
 
 }  // namespace
+
+std::pair<at::Tensor, at::Tensor> KvCache::held_in_time_order() const {
+  if (!held) return {};
+  const int64_t C = capacity(), to_end = std::min(held, C - first);
+  auto part = [&](const at::Tensor& r, int64_t slot, int64_t n) { return r.narrow(0, slot * slice_windows, n * slice_windows); };
+  if (to_end == held) return {part(k, first, held).clone(), part(v, first, held).clone()};
+  return {at::cat({part(k, first, to_end), part(k, 0, held - to_end)}), at::cat({part(v, first, to_end), part(v, 0, held - to_end)})};
+}
 
 at::Tensor dit_forward(const DitWeights& w, const DitConstants& k, DitState& state, const at::Tensor& latents,
                        const std::vector<at::Tensor>& lq_tokens, const RopeTable& rope,

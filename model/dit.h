@@ -14,6 +14,7 @@
 #include <ATen/ATen.h>
 
 #include <array>
+#include <utility>
 #include <vector>
 
 namespace flashvsr {
@@ -76,9 +77,19 @@ struct DitConstants {
   static DitConstants compute(const DitWeights& weights, const at::Tensor& prompt);
 };
 
-// One block's self-attention KV cache: post-RoPE keys and values of the most recent slices.
+// One block's self-attention KV cache: post-RoPE keys and values of the most recent slices, held in a ring of
+// slice slots allocated once per stream, so that a chunk writes only its own windows (nothing is copied per
+// chunk). The held slices are the `held` slots from `first` on, oldest first, wrapping around the ring;
+// their slot order need not be time order (attention and the window selection do not depend on the order
+// of the key windows).
 struct KvCache {
-  at::Tensor k, v;  // [windows, 128, dim]; undefined before the first chunk
+  at::Tensor k, v;            // ring [capacity * slice_windows, 128, dim]; undefined before the first chunk
+  int64_t slice_windows = 0;  // windows per slice
+  int64_t first = 0;          // slot of the oldest held slice
+  int64_t held = 0;           // slices held
+  int64_t capacity() const { return k.defined() ? k.size(0) / slice_windows : 0; }
+  // The held slices' keys and values in time order (oldest first): [held * slice_windows, 128, dim] copies.
+  std::pair<at::Tensor, at::Tensor> held_in_time_order() const;
 };
 
 struct DitState {

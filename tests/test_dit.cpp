@@ -82,15 +82,60 @@ TEST(Dit, KvCacheKeepsAtMostKvRatioSlices) {
     const int64_t ws = 2;
     ASSERT_EQ(st.blocks.size(), 2u);
     // Chunk 0 holds 3 slices, and drops at most one per chunk.
-    EXPECT_EQ(st.blocks[0].k.size(0), std::min<int64_t>(3, std::max<int64_t>(kv_slices, 2)) * ws);
+    EXPECT_EQ(st.blocks[0].held, std::min<int64_t>(3, std::max<int64_t>(kv_slices, 2)));
+    const void* ring = st.blocks[1].k.data_ptr();
     for (int c = 1; c < 4; ++c) {
       auto lat = test::seeded_randn({1, 16, 2, 16, 32}, 5 + c);
       dit_forward(m->dit(), m->dit_constants(), st, lat, {}, rope.table(4 + 2 * c, 2), plan);
-      EXPECT_LE(st.blocks[1].k.size(0), std::max<int64_t>(kv_slices, 1) * ws + ws);
-      EXPECT_EQ(st.blocks[1].k.size(0), st.blocks[1].v.size(0));
+      EXPECT_LE(st.blocks[1].held, std::max<int64_t>(kv_slices, 1) + 1);
+      EXPECT_EQ(st.blocks[1].held_in_time_order().first.size(0), st.blocks[1].held * ws);
+      // The ring of max(3, max(kv, 2) + 1) slices is allocated once: steady chunks write into it.
+      EXPECT_EQ(st.blocks[1].capacity(), std::max<int64_t>(3, std::max<int64_t>(kv_slices, 2) + 1));
+      EXPECT_EQ(st.blocks[1].k.data_ptr(), ring) << "chunk " << c;
     }
-    EXPECT_EQ(st.blocks[0].k.size(0), std::max<int64_t>(kv_slices, 2) * ws) << "kv_slices " << kv_slices;
+    EXPECT_EQ(st.blocks[0].held, std::max<int64_t>(kv_slices, 2)) << "kv_slices " << kv_slices;
   }
+}
+
+// The ring's slot order is not time order once it wraps. The same held slices copied into a fresh ring in
+// time order (no wrap) must give the same next chunk, and the slices held must be the ones the last chunks
+// wrote: the newest slot after chunk c still holds chunk c's keys two chunks later.
+TEST(Dit, KvRingGivesTheSameChunkAsTheHeldSlicesInTimeOrder) {
+  c10::InferenceMode guard;
+  auto m = model();
+  SparseAttentionSettings s;
+  s.topk_ratio = 2.0;
+  s.local_range = 3;
+  s.kv_slices = 3;
+  auto plan = AttentionPlan::make(s, 1, 2, at::kCPU);
+  Rope rope(128, 8, 16, at::kCPU);
+  const int64_t ws = 2;
+  DitState st;
+  dit_forward(m->dit(), m->dit_constants(), st, test::seeded_randn({1, 16, 6, 16, 32}, 61), {}, rope.table(0, 6), plan);
+  std::vector<at::Tensor> newest;  // block 0's keys of each steady chunk's slice, right after it
+  for (int c = 1; c <= 3; ++c) {
+    dit_forward(m->dit(), m->dit_constants(), st, test::seeded_randn({1, 16, 2, 16, 32}, 61 + c), {}, rope.table(4 + 2 * c, 2), plan);
+    const auto& kc = st.blocks[0];
+    newest.push_back(kc.k.narrow(0, ((kc.first + kc.held - 1) % kc.capacity()) * ws, ws).clone());
+  }
+  ASSERT_EQ(st.blocks[0].held, 3);
+  ASSERT_NE(st.blocks[0].first, 0) << "the ring has wrapped";
+  const auto [k_held, v_held] = st.blocks[0].held_in_time_order();
+  for (int c = 0; c < 3; ++c) EXPECT_TRUE(at::equal(k_held.narrow(0, c * ws, ws), newest[c])) << "slice of chunk " << c + 1;
+
+  DitState ordered;
+  ordered.blocks.resize(st.blocks.size());
+  for (size_t b = 0; b < st.blocks.size(); ++b) {
+    auto [k, v] = st.blocks[b].held_in_time_order();
+    auto& o = ordered.blocks[b];
+    o.k = at::cat({k, at::zeros_like(k.narrow(0, 0, ws))});  // slots 0..2 in time order, slot 3 free
+    o.v = at::cat({v, at::zeros_like(v.narrow(0, 0, ws))});
+    o.slice_windows = ws, o.first = 0, o.held = 3;
+  }
+  const at::Tensor next = test::seeded_randn({1, 16, 2, 16, 32}, 70);
+  const at::Tensor a = dit_forward(m->dit(), m->dit_constants(), st, next, {}, rope.table(12, 2), plan);
+  const at::Tensor b = dit_forward(m->dit(), m->dit_constants(), ordered, next, {}, rope.table(12, 2), plan);
+  EXPECT_LT((a - b).abs().max().item<double>(), 1e-4 * std::max(1.0, b.abs().max().item<double>()));
 }
 
 TEST(Dit, LqTokensAndCacheChangeTheResult) {
