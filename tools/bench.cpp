@@ -10,6 +10,9 @@
 #include "model_maker.h"
 
 #include <c10/core/CachingDeviceAllocator.h>
+#if FLASHVSR_CUDA_KERNELS
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 #include <c10/core/Event.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
@@ -39,6 +42,8 @@ const char* kUsage =
     "       [--tile-width 0 --tile-height 0 (output px, multiples of 128; 0: not split) --tile-overlap 128]\n"
     "       [--tile-colour per-tile|blended (where the colour fix runs when tiled)]\n"
     "       [--max-memory GIB (choose the tiling from the memory model, docs/element.md \"Tiling\")]\n"
+    "       [--memory-fraction F (0 < F <= 1: caps LibTorch's CUDA allocator at F of the card, e.g. to run as on\n"
+    "        a smaller card; an allocation beyond it fails as out of memory)]\n"
     "One JSON line per (variant, size, attention backend); each model is built or loaded once. --variant: the\n"
     "stage 3 of the random --preset model (tiny: TCDecoder, full: the Wan2.1 VAE decoder; a list runs them\n"
     "side by side), or how --model DIR is loaded (default auto: from its files). With --compare, each run is\n"
@@ -339,7 +344,9 @@ RunResult run_config(const std::shared_ptr<const Model>& model, const cli::Args&
     << attention_backend_name(stream.attention().backend) << "\",\"attention_slow_path\":\""
     << stream.attention().backend_reason << "\",\"decoder_fused_epilogues\":"
     << (model->decoder().fused_epilogues ? "true" : "false") << ",\"decoder_group\":" << so.decoder_group
-    << ",\"cudnn_benchmark\":" << (at::globalContext().benchmarkCuDNN() ? "true" : "false") << ",\"frames\":" << n
+    << ",\"cudnn_benchmark\":" << (at::globalContext().benchmarkCuDNN() ? "true" : "false")
+    << ",\"memory_fraction\":" << (args.has("memory-fraction") ? args.str("memory-fraction", "1") : std::string("1"))
+    << ",\"frames\":" << n
     << ",\"frames_out\":" << produced
     << ",\"load_s\":" << load_s << ",\"steady_fps\":" << 8.0 / steady << ",\"steady_chunk_ms\":" << steady * 1e3
     << ",\"host_enqueue_chunk_ms\":" << 1e3 * stream.stats().chunk_seconds_total / std::max<int64_t>(1, stream.stats().chunks)
@@ -394,7 +401,7 @@ int main(int argc, char** argv) {
     cli::Args args(argc, argv,
                    {"model", "preset", "variant", "device", "precision", "sizes", "scale", "frames", "sparse-ratio",
                     "local-range", "kv-ratio", "color-fix", "attention", "decoder-group", "model-version", "seed", "memory-every", "cudnn-benchmark", "compare",
-                    "tile-width", "tile-height", "tile-overlap", "tile-colour", "max-memory", "quality-vs"},
+                    "tile-width", "tile-height", "tile-overlap", "tile-colour", "max-memory", "quality-vs", "memory-fraction"},
                    {"help"});
     if (args.has("help")) {
       std::fputs(kUsage, stdout);
@@ -408,6 +415,17 @@ int main(int argc, char** argv) {
     at::globalContext().setBenchmarkCuDNN(cudnn_benchmark);
     const at::Device device = parse_device(args.str("device", "cuda"));
     check_device(device);
+    if (args.has("memory-fraction")) {
+      const double f = args.num("memory-fraction", 1.0);
+      if (!device.is_cuda() || !(f > 0.0 && f <= 1.0))
+        throw Error(Error::Kind::BadSettings, "--memory-fraction " + args.str("memory-fraction", "") +
+                                                  ": expected 0 < F <= 1 on a CUDA device");
+#if FLASHVSR_CUDA_KERNELS
+      c10::cuda::CUDACachingAllocator::setMemoryFraction(f, device.index() < 0 ? 0 : device.index());
+#else
+      throw Error(Error::Kind::BadSettings, "--memory-fraction needs a build with the CUDA kernels (CUDA headers)");
+#endif
+    }
     const auto precisions = split(args.str("precision", device.is_cuda() ? "bf16" : "fp32"), ',');
     const std::string quality_vs = args.str("quality-vs", "");
     if (!quality_vs.empty() && std::find(precisions.begin(), precisions.end(), quality_vs) == precisions.end())
