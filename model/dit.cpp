@@ -203,16 +203,23 @@ namespace {
 // new ones' slots, to be written.
 struct ChunkKv {
   at::Tensor k, v;          // [(held + new) * ws, 128, dim], contiguous views of the ring
+  at::Tensor k_mean;        // [(held + new) * ws, dim] float32, the same windows' key means
   at::Tensor k_new, v_new;  // [new * ws, 128, dim]
+  at::Tensor k_mean_new;    // [new * ws, dim]
 };
 
 // The held slices copied to slots 0.. (oldest first) of a ring of `capacity` slices.
 void rebuild_ring(KvCache& c, int64_t capacity, int64_t ws, int64_t dim, const at::TensorOptions& o) {
   auto [k, v] = c.held_in_time_order();
+  const at::Tensor m = c.held_means_in_time_order();
   c.k = at::empty({capacity * ws, kWindowTokens, dim}, o);
   c.v = at::empty({capacity * ws, kWindowTokens, dim}, o);
+  c.k_mean = at::empty({capacity * ws, dim}, o.dtype(at::kFloat));
   c.slice_windows = ws;
-  if (c.held) c.k.narrow(0, 0, c.held * ws).copy_(k), c.v.narrow(0, 0, c.held * ws).copy_(v);
+  if (c.held) {
+    c.k.narrow(0, 0, c.held * ws).copy_(k), c.v.narrow(0, 0, c.held * ws).copy_(v);
+    c.k_mean.narrow(0, 0, c.held * ws).copy_(m);
+  }
   c.first = 0;
 }
 
@@ -233,10 +240,12 @@ ChunkKv chunk_kv(KvCache& c, int64_t n, int64_t ws, int64_t dim, int64_t capacit
   ChunkKv kv;
   kv.k_new = c.k.narrow(0, new_slot * ws, n * ws);
   kv.v_new = c.v.narrow(0, new_slot * ws, n * ws);
+  kv.k_mean_new = c.k_mean.narrow(0, new_slot * ws, n * ws);
   c.held = total;
   const int64_t from = total == C ? 0 : c.first;  // the whole ring, or the contiguous held range
   kv.k = c.k.narrow(0, from * ws, total * ws);
   kv.v = c.v.narrow(0, from * ws, total * ws);
+  kv.k_mean = c.k_mean.narrow(0, from * ws, total * ws);
   return kv;
 }
 
@@ -276,7 +285,9 @@ at::Tensor self_attention(const DitBlockWeights& b, const DitConstants::Block& k
     write_windows(k_new, k, grid);
     write_windows(v_new, qkv.narrow(1, 2 * D, D), grid);
   }
-  auto mask = select_key_windows(q_w, k_w, c.heads, ws, s.local_mask, s.topk);
+  // Key means: this chunk's windows only; the held ones' were kept with them.
+  kv.k_mean_new.copy_(window_means(k_new));
+  auto mask = select_key_windows_by_means(window_means(q_w), kv.k_mean, c.heads, ws, s.local_mask, s.topk);
   auto o_w = block_sparse_attention(q_w, k_w, v_w, mask, c.heads, s.backend);
   // Keep every key window, minus the oldest slice when more than kv_slices slices are held (its slot takes
   // the next chunk's slice).
@@ -300,6 +311,13 @@ at::Tensor cross_attention(const DitBlockWeights& b, const DitConstants::Block& 
 }
 
 }  // namespace
+
+at::Tensor KvCache::held_means_in_time_order() const {
+  if (!held) return {};
+  const int64_t C = capacity(), to_end = std::min(held, C - first);
+  auto part = [&](int64_t slot, int64_t n) { return k_mean.narrow(0, slot * slice_windows, n * slice_windows); };
+  return to_end == held ? part(first, held).clone() : at::cat({part(first, to_end), part(0, held - to_end)});
+}
 
 std::pair<at::Tensor, at::Tensor> KvCache::held_in_time_order() const {
   if (!held) return {};

@@ -84,12 +84,15 @@ struct DitConstants {
 // of the key windows).
 struct KvCache {
   at::Tensor k, v;            // ring [capacity * slice_windows, 128, dim]; undefined before the first chunk
+  at::Tensor k_mean;          // ring [capacity * slice_windows, dim] float32: each key window's mean (window_means)
   int64_t slice_windows = 0;  // windows per slice
   int64_t first = 0;          // slot of the oldest held slice
   int64_t held = 0;           // slices held
   int64_t capacity() const { return k.defined() ? k.size(0) / slice_windows : 0; }
   // The held slices' keys and values in time order (oldest first): [held * slice_windows, 128, dim] copies.
   std::pair<at::Tensor, at::Tensor> held_in_time_order() const;
+  // The held slices' key means in time order: [held * slice_windows, dim].
+  at::Tensor held_means_in_time_order() const;
 };
 
 struct DitState {

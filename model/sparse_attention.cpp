@@ -44,12 +44,19 @@ double topk_ratio_for(double sparse_ratio, int64_t height, int64_t width) {
   return sparse_ratio * 768.0 * 1280.0 / (static_cast<double>(height) * static_cast<double>(width));
 }
 
+at::Tensor window_means(const at::Tensor& windows) { return at::mean(windows, {1}, false, at::kFloat); }
+
 at::Tensor select_key_windows(const at::Tensor& q_w, const at::Tensor& k_w, int64_t heads, int64_t per_slice,
                               const at::Tensor& local, int64_t topk) {
-  const auto nq = q_w.size(0), nk = k_w.size(0), dim = q_w.size(2), hd = dim / heads;
+  return select_key_windows_by_means(window_means(q_w), window_means(k_w), heads, per_slice, local, topk);
+}
+
+at::Tensor select_key_windows_by_means(const at::Tensor& q_mean, const at::Tensor& k_mean, int64_t heads,
+                                       int64_t per_slice, const at::Tensor& local, int64_t topk) {
+  const auto nq = q_mean.size(0), nk = k_mean.size(0), dim = q_mean.size(1), hd = dim / heads;
   // Window means per head: [heads, n, hd]
-  auto qm = at::mean(q_w, {1}, false, at::kFloat).view({nq, heads, hd}).transpose(0, 1);
-  auto km = at::mean(k_w, {1}, false, at::kFloat).view({nk, heads, hd}).transpose(0, 1);
+  auto qm = q_mean.view({nq, heads, hd}).transpose(0, 1);
+  auto km = k_mean.view({nk, heads, hd}).transpose(0, 1);
   auto scores = at::matmul(qm, km.transpose(1, 2)) / std::sqrt(static_cast<double>(hd));  // [heads, nq, nk]
   auto allowed = local.repeat({nq / per_slice, nk / per_slice});       // [nq, nk]
   scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());

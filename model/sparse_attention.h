@@ -46,6 +46,11 @@ double topk_ratio_for(double sparse_ratio, int64_t height, int64_t width);
 // softmax in float32; no host synchronisation.
 at::Tensor select_key_windows(const at::Tensor& q_w, const at::Tensor& k_w, int64_t heads, int64_t per_slice,
                               const at::Tensor& local, int64_t topk);
+// The same selection from the windows' means over their 128 tokens (window_means: [n, dim] float32), e.g.
+// key means kept with the KV cache instead of computed again from every held window.
+at::Tensor window_means(const at::Tensor& windows);
+at::Tensor select_key_windows_by_means(const at::Tensor& q_mean, const at::Tensor& k_mean, int64_t heads,
+                                       int64_t per_slice, const at::Tensor& local, int64_t topk);
 
 enum class AttentionBackend {
   Auto,       // the CUDA kernel on CUDA devices when built, else Reference

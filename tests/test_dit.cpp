@@ -122,6 +122,8 @@ TEST(Dit, KvRingGivesTheSameChunkAsTheHeldSlicesInTimeOrder) {
   ASSERT_NE(st.blocks[0].first, 0) << "the ring has wrapped";
   const auto [k_held, v_held] = st.blocks[0].held_in_time_order();
   for (int c = 0; c < 3; ++c) EXPECT_TRUE(at::equal(k_held.narrow(0, c * ws, ws), newest[c])) << "slice of chunk " << c + 1;
+  // The kept key means are the means of the held keys (computed once, when each slice was written).
+  EXPECT_TRUE(at::allclose(st.blocks[0].held_means_in_time_order(), window_means(k_held), 1e-6, 1e-6));
 
   DitState ordered;
   ordered.blocks.resize(st.blocks.size());
@@ -130,6 +132,8 @@ TEST(Dit, KvRingGivesTheSameChunkAsTheHeldSlicesInTimeOrder) {
     auto& o = ordered.blocks[b];
     o.k = at::cat({k, at::zeros_like(k.narrow(0, 0, ws))});  // slots 0..2 in time order, slot 3 free
     o.v = at::cat({v, at::zeros_like(v.narrow(0, 0, ws))});
+    const at::Tensor m = st.blocks[b].held_means_in_time_order();
+    o.k_mean = at::cat({m, at::zeros_like(m.narrow(0, 0, ws))});
     o.slice_windows = ws, o.first = 0, o.held = 3;
   }
   const at::Tensor next = test::seeded_randn({1, 16, 2, 16, 32}, 70);
