@@ -421,6 +421,7 @@ int main(int argc, char** argv) {
         throw Error(Error::Kind::BadSettings, "--memory-fraction " + args.str("memory-fraction", "") +
                                                   ": expected 0 < F <= 1 on a CUDA device");
 #if FLASHVSR_CUDA_KERNELS
+      at::empty({1}, at::TensorOptions().device(device));  // the allocator is set up at the first allocation
       c10::cuda::CUDACachingAllocator::setMemoryFraction(f, device.index() < 0 ? 0 : device.index());
 #else
       throw Error(Error::Kind::BadSettings, "--memory-fraction needs a build with the CUDA kernels (CUDA headers)");
