@@ -210,8 +210,7 @@ struct ChunkKv {
 
 // The held slices copied to slots 0.. (oldest first) of a ring of `capacity` slices.
 void rebuild_ring(KvCache& c, int64_t capacity, int64_t ws, int64_t dim, const at::TensorOptions& o) {
-  auto [k, v] = c.held_in_time_order();
-  const at::Tensor m = c.held_means_in_time_order();
+  const at::Tensor k = c.held_in_time_order(c.k), v = c.held_in_time_order(c.v), m = c.held_in_time_order(c.k_mean);
   c.k = at::empty({capacity * ws, kWindowTokens, dim}, o);
   c.v = at::empty({capacity * ws, kWindowTokens, dim}, o);
   c.k_mean = at::empty({capacity * ws, dim}, o.dtype(at::kFloat));
@@ -312,19 +311,11 @@ at::Tensor cross_attention(const DitBlockWeights& b, const DitConstants::Block& 
 
 }  // namespace
 
-at::Tensor KvCache::held_means_in_time_order() const {
+at::Tensor KvCache::held_in_time_order(const at::Tensor& ring) const {
   if (!held) return {};
   const int64_t C = capacity(), to_end = std::min(held, C - first);
-  auto part = [&](int64_t slot, int64_t n) { return k_mean.narrow(0, slot * slice_windows, n * slice_windows); };
+  auto part = [&](int64_t slot, int64_t n) { return ring.narrow(0, slot * slice_windows, n * slice_windows); };
   return to_end == held ? part(first, held).clone() : at::cat({part(first, to_end), part(0, held - to_end)});
-}
-
-std::pair<at::Tensor, at::Tensor> KvCache::held_in_time_order() const {
-  if (!held) return {};
-  const int64_t C = capacity(), to_end = std::min(held, C - first);
-  auto part = [&](const at::Tensor& r, int64_t slot, int64_t n) { return r.narrow(0, slot * slice_windows, n * slice_windows); };
-  if (to_end == held) return {part(k, first, held).clone(), part(v, first, held).clone()};
-  return {at::cat({part(k, first, to_end), part(k, 0, held - to_end)}), at::cat({part(v, first, to_end), part(v, 0, held - to_end)})};
 }
 
 at::Tensor dit_forward(const DitWeights& w, const DitConstants& k, DitState& state, const at::Tensor& latents,

@@ -14,7 +14,6 @@
 #include <ATen/ATen.h>
 
 #include <array>
-#include <utility>
 #include <vector>
 
 namespace flashvsr {
@@ -89,10 +88,9 @@ struct KvCache {
   int64_t first = 0;          // slot of the oldest held slice
   int64_t held = 0;           // slices held
   int64_t capacity() const { return k.defined() ? k.size(0) / slice_windows : 0; }
-  // The held slices' keys and values in time order (oldest first): [held * slice_windows, 128, dim] copies.
-  std::pair<at::Tensor, at::Tensor> held_in_time_order() const;
-  // The held slices' key means in time order: [held * slice_windows, dim].
-  at::Tensor held_means_in_time_order() const;
+  // The held slices of one of the rings (k, v or k_mean) in time order, oldest first: a copy of
+  // [held * slice_windows, ...]; undefined when nothing is held.
+  at::Tensor held_in_time_order(const at::Tensor& ring) const;
 };
 
 struct DitState {

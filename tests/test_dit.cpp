@@ -88,7 +88,7 @@ TEST(Dit, KvCacheKeepsAtMostKvRatioSlices) {
       auto lat = test::seeded_randn({1, 16, 2, 16, 32}, 5 + c);
       dit_forward(m->dit(), m->dit_constants(), st, lat, {}, rope.table(4 + 2 * c, 2), plan);
       EXPECT_LE(st.blocks[1].held, std::max<int64_t>(kv_slices, 1) + 1);
-      EXPECT_EQ(st.blocks[1].held_in_time_order().first.size(0), st.blocks[1].held * ws);
+      EXPECT_EQ(st.blocks[1].held_in_time_order(st.blocks[1].k).size(0), st.blocks[1].held * ws);
       // The ring of max(3, max(kv, 2) + 1) slices is allocated once: steady chunks write into it.
       EXPECT_EQ(st.blocks[1].capacity(), std::max<int64_t>(3, std::max<int64_t>(kv_slices, 2) + 1));
       EXPECT_EQ(st.blocks[1].k.data_ptr(), ring) << "chunk " << c;
@@ -120,19 +120,19 @@ TEST(Dit, KvRingGivesTheSameChunkAsTheHeldSlicesInTimeOrder) {
   }
   ASSERT_EQ(st.blocks[0].held, 3);
   ASSERT_NE(st.blocks[0].first, 0) << "the ring has wrapped";
-  const auto [k_held, v_held] = st.blocks[0].held_in_time_order();
+  const at::Tensor k_held = st.blocks[0].held_in_time_order(st.blocks[0].k);
   for (int c = 0; c < 3; ++c) EXPECT_TRUE(at::equal(k_held.narrow(0, c * ws, ws), newest[c])) << "slice of chunk " << c + 1;
   // The kept key means are the means of the held keys (computed once, when each slice was written).
-  EXPECT_TRUE(at::allclose(st.blocks[0].held_means_in_time_order(), window_means(k_held), 1e-6, 1e-6));
+  EXPECT_TRUE(at::allclose(st.blocks[0].held_in_time_order(st.blocks[0].k_mean), window_means(k_held), 1e-6, 1e-6));
 
   DitState ordered;
   ordered.blocks.resize(st.blocks.size());
   for (size_t b = 0; b < st.blocks.size(); ++b) {
-    auto [k, v] = st.blocks[b].held_in_time_order();
+    const auto& a = st.blocks[b];
+    const at::Tensor k = a.held_in_time_order(a.k), v = a.held_in_time_order(a.v), m = a.held_in_time_order(a.k_mean);
     auto& o = ordered.blocks[b];
     o.k = at::cat({k, at::zeros_like(k.narrow(0, 0, ws))});  // slots 0..2 in time order, slot 3 free
     o.v = at::cat({v, at::zeros_like(v.narrow(0, 0, ws))});
-    const at::Tensor m = st.blocks[b].held_means_in_time_order();
     o.k_mean = at::cat({m, at::zeros_like(m.narrow(0, 0, ws))});
     o.slice_windows = ws, o.first = 0, o.held = 3;
   }
