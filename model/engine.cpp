@@ -233,6 +233,7 @@ const char* stage_name(Stage stage) {
   switch (stage) {
     case Stage::Preprocess: return "preprocess";
     case Stage::LqProj: return "lq_proj";
+    case Stage::LqProjAhead: return "lq_proj_ahead";
     case Stage::Dit: return "dit";
     case Stage::Decoder: return "decoder";
     case Stage::Colour: return "colour";
@@ -249,6 +250,7 @@ void StreamState::reset() {
   frames_in = frames_padded = frames_out = 0;
   lq_first = 0;
   lq_frames.clear();
+  lq_ahead.clear();
   noise_generator.reset();
   finished = false;
 }
@@ -356,7 +358,22 @@ PushResult Stream::append(const at::Tensor& hr) {
   for (int64_t i = 0; i < lq.size(2); ++i) state_.lq_frames.push_back(lq[0].select(1, i));
   state_.frames_in += lq.size(2);
   mark(Stage::Preprocess, false);
+  project_clips_ahead();
   return run_ready_chunks();
+}
+
+void Stream::project_clips_ahead() {
+  if (state_.next_chunk != 0) return;
+  const ChunkPlan plan = plan_chunk(0);
+  const int64_t available = state_.frames_in + state_.frames_padded;
+  // Clips in order (the projection's caches run through them in order); none once the chunk can run.
+  while (state_.lq_ahead.size() < plan.lq_clips.size() && available < plan.frames_needed) {
+    const FrameRange& clip = plan.lq_clips[state_.lq_ahead.size()];
+    if (clip.end > available) break;
+    mark(Stage::LqProjAhead, true);
+    state_.lq_ahead.push_back(lq_project(model_->lq_proj(), options_.lq_version, state_.lq_proj, frames(clip.begin, clip.end)));
+    mark(Stage::LqProjAhead, false);
+  }
 }
 
 PushResult Stream::finish() {
@@ -433,11 +450,16 @@ at::Tensor Stream::run_chunk(const ChunkPlan& plan) {
   const int64_t c = plan.index;
   // Stage 1: LQ projection of this chunk's clips -> tokens per linear layer [1, latents*h*w, dim].
   mark(Stage::LqProj, true);
+  // (Chunk 0's first clips may have been projected as they arrived: project_clips_ahead.)
   std::vector<std::vector<at::Tensor>> per_layer(m.lq_proj().linear_w.size());
-  for (const auto& clip : plan.lq_clips) {
-    auto tokens = lq_project(m.lq_proj(), options_.lq_version, state_.lq_proj, frames(clip.begin, clip.end));
+  for (size_t i = 0; i < plan.lq_clips.size(); ++i) {
+    const FrameRange& clip = plan.lq_clips[i];
+    auto tokens = i < state_.lq_ahead.size()
+                      ? std::move(state_.lq_ahead[i])
+                      : lq_project(m.lq_proj(), options_.lq_version, state_.lq_proj, frames(clip.begin, clip.end));
     for (size_t l = 0; l < tokens.size(); ++l) per_layer[l].push_back(tokens[l]);
   }
+  state_.lq_ahead.clear();
   std::vector<at::Tensor> lq_tokens;
   for (auto& parts : per_layer) lq_tokens.push_back(parts.size() == 1 ? parts[0] : at::cat(parts, 1));
   mark(Stage::LqProj, false);

@@ -152,7 +152,8 @@ using NoiseSource = std::function<at::Tensor(int64_t first_latent, int64_t count
 using ChunkObserver = std::function<void(int64_t chunk, const std::string& name, const at::Tensor& value)>;
 
 // Stages of the engine, for profiling hooks.
-enum class Stage { Preprocess, LqProj, Dit, Decoder, Colour };
+// LqProjAhead: the LQ projection of chunk 0's clips as their frames arrive, before the chunk can run.
+enum class Stage { Preprocess, LqProj, LqProjAhead, Dit, Decoder, Colour };
 const char* stage_name(Stage stage);
 // Called at the start (begin = true) and end of each stage on the calling thread; work may still be
 // queued on the device (record device events to time it).
@@ -170,6 +171,9 @@ struct StreamState {
   int64_t frames_out = 0;
   int64_t lq_first = 0;         // index of lq_frames.front()
   std::deque<at::Tensor> lq_frames;  // pending LQ frames [3, Hp, Wp] in [-1, 1], compute dtype
+  // The LQ tokens (per linear layer) of chunk 0's first clips, projected as their frames arrived: its 25
+  // frames take ~0.8 s to arrive at 30 fps, and its output waits for its 7 clips' projection otherwise.
+  std::vector<std::vector<at::Tensor>> lq_ahead;
   std::optional<at::Generator> noise_generator;
   bool finished = false;
 
@@ -229,6 +233,7 @@ class Stream {
  private:
   PushResult append(const at::Tensor& hr);  // uint8, or float32 in [0, 255]: [n, out_h, out_w, 3]
   PushResult run_ready_chunks();
+  void project_clips_ahead();
   at::Tensor run_chunk(const ChunkPlan& plan);
   at::Tensor frames(int64_t begin, int64_t end) const;  // [1, 3, n, Hp, Wp]
   at::Tensor noise(int64_t first, int64_t count);

@@ -148,6 +148,26 @@ TEST(Engine, OutputDoesNotDependOnHowFramesArePushed) {
   EXPECT_TRUE(at::equal(one_by_one, all_at_once));
 }
 
+// Frames arriving one by one: chunk 0's clips [0,1), [1,5) .. [17,21) are projected as they complete (six
+// times, before the 25th frame), its last clip [21,25) with the chunk; all at once: nothing ahead. The
+// output is the same either way (OutputDoesNotDependOnHowFramesArePushed).
+TEST(Engine, ChunkZerosClipsAreProjectedAsTheirFramesArrive) {
+  c10::InferenceMode guard;
+  for (const int64_t piece : {1, 25}) {
+    Stream s(tiny_model(), small_options());
+    int64_t ahead = 0, with_chunk = 0, ahead_after_chunk0 = 0;
+    s.set_stage_hook([&](Stage stage, bool begin) {
+      if (!begin) return;
+      if (stage == Stage::LqProjAhead) ++(s.stats().chunks ? ahead_after_chunk0 : ahead);
+      if (stage == Stage::LqProj) ++with_chunk;
+    });
+    run(s, frames(41, 16, 24), piece);
+    EXPECT_EQ(ahead, piece == 1 ? 6 : 0) << "frames pushed " << piece << " at a time";
+    EXPECT_EQ(ahead_after_chunk0, 0) << "only chunk 0 projects ahead";
+    EXPECT_EQ(with_chunk, 4) << "chunks 0-2, and chunk 3 after finish() pads, each mark their projection";
+  }
+}
+
 TEST(Engine, ResetGivesTheSameOutputAsAFreshStream) {
   c10::InferenceMode guard;
   auto lr1 = frames(30, 16, 24, 1), lr2 = frames(27, 16, 24, 2);
