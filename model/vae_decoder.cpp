@@ -161,12 +161,18 @@ at::Tensor sequence_after_cache(const at::Tensor& cache, const at::Tensor& x) {
 }
 
 // The causal convolution of a filled sequence: `cache` becomes its last 2 frames (own memory, so as not
-// to hold the whole sequence), the output has frames 2.. of it: [1, i, 2 + T, h, w] -> [1, o, T, h, w].
+// to hold the whole sequence: written into the stream's cache once it exists, so no chunk allocates one),
+// the output has frames 2.. of it: [1, i, 2 + T, h, w] -> [1, o, T, h, w].
 at::Tensor convolve_sequence(const Conv& conv, at::Tensor& cache, const at::Tensor& seq) {
   const int64_t kt = conv.weight.size(2), kh = conv.weight.size(3), kw = conv.weight.size(4);
   if (kt != kCacheFrames + 1)
     throw Error(Error::Kind::Internal, "causal_conv3d: temporal kernel " + std::to_string(kt) + ", expected 3");
-  cache = seq.narrow(2, seq.size(2) - kCacheFrames, kCacheFrames).clone(seq.suggest_memory_format());
+  const at::Tensor last = seq.narrow(2, seq.size(2) - kCacheFrames, kCacheFrames);
+  const auto format = seq.suggest_memory_format();
+  if (cache.defined() && cache.sizes() == last.sizes() && cache.is_contiguous(format))
+    cache.copy_(last);  // seq holds its own copy of the old cache: overwriting it now is safe
+  else
+    cache = last.clone(format);
   return at::conv3d(seq, conv.weight, conv.bias, {1, 1, 1}, {0, kh / 2, kw / 2});
 }
 

@@ -326,11 +326,17 @@ TEST(VaeDecoder, ChunkedCallsAndGroupsGiveTheFramesOfOneCall) {
   for (const auto& split : splits) {
     VaeDecoderState s;
     std::vector<at::Tensor> parts;
+    std::vector<const void*> cache_memory;  // each cache's storage once it exists: later chunks write into it
     int64_t at_ = 0;
     for (int64_t n : split) {
       parts.push_back(vae_decode_chunk(w, s, latents.narrow(2, at_, n)));
       EXPECT_EQ(parts.back().size(2), at_ == 0 ? 4 * n - 3 : 4 * n);
       at_ += n;
+      if (cache_memory.empty())
+        for (const auto& c : s.caches) cache_memory.push_back(c.defined() ? c.data_ptr() : nullptr);
+      else
+        for (size_t i = 0; i < s.caches.size(); ++i)
+          if (cache_memory[i]) EXPECT_EQ(s.caches[i].data_ptr(), cache_memory[i]) << "cache " << i << " reallocated";
     }
     EXPECT_LE(max_diff(at::cat(parts, 2), whole), 1e-5) << "split starting " << split.front() << " of " << split.size();
   }
