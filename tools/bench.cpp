@@ -345,7 +345,7 @@ RunResult run_config(const std::shared_ptr<const Model>& model, const cli::Args&
     << stream.attention().backend_reason << "\",\"decoder_fused_epilogues\":"
     << (model->decoder().fused_epilogues ? "true" : "false") << ",\"decoder_group\":" << so.decoder_group
     << ",\"cudnn_benchmark\":" << (at::globalContext().benchmarkCuDNN() ? "true" : "false")
-    << ",\"memory_fraction\":" << (args.has("memory-fraction") ? args.str("memory-fraction", "1") : std::string("1"))
+    << ",\"memory_fraction\":" << args.num("memory-fraction", 1.0)
     << ",\"frames\":" << n
     << ",\"frames_out\":" << produced
     << ",\"load_s\":" << load_s << ",\"steady_fps\":" << 8.0 / steady << ",\"steady_chunk_ms\":" << steady * 1e3
