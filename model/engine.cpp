@@ -5,10 +5,12 @@
 #include "io/torch_archive.h"
 
 #include <ATen/core/grad_mode.h>
+#include <c10/core/AllocatorConfig.h>
 #include <c10/core/InferenceMode.h>
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <sstream>
 
 namespace flashvsr {
@@ -78,6 +80,14 @@ void check_device(at::Device device) {
                                          " CUDA device(s) are visible");
 }
 
+std::string configure_cuda_allocator() {
+  if (const char* user = std::getenv("PYTORCH_CUDA_ALLOC_CONF"); user && *user)
+    return std::string("CUDA allocator: PYTORCH_CUDA_ALLOC_CONF=") + user + " (the user's, left as set)";
+  constexpr const char* kSettings = "expandable_segments:True";
+  c10::CachingAllocator::setAllocatorSettings(kSettings);
+  return std::string("CUDA allocator: ") + kSettings + " (FlashVSR's default; PYTORCH_CUDA_ALLOC_CONF overrides it)";
+}
+
 LoadOptions resolve_load_options(const std::string& device, const std::string& precision) {
   LoadOptions o;
   if (device == "auto")
@@ -120,6 +130,10 @@ namespace {
 
 void check_load_options(const LoadOptions& o) {
   check_device(o.device);
+  if (o.device.is_cuda()) {
+    const std::string allocator = configure_cuda_allocator();
+    if (o.log) o.log(LogLevel::Info, allocator);
+  }
   if (o.dtype != at::kFloat && o.dtype != at::kBFloat16 && o.dtype != at::kHalf)
     throw Error(Error::Kind::BadSettings, "unsupported compute dtype " + std::string(c10::toString(o.dtype)));
   if (o.fp8_linears) {

@@ -34,6 +34,12 @@ at::ScalarType parse_dtype(const std::string& text);
 const char* dtype_name(at::ScalarType dtype);
 // Throws Error(Device) when the device cannot be used in this process (no CUDA, index out of range).
 void check_device(at::Device device);
+// The CUDA caching allocator's settings for FlashVSR's streams, which hold a few very large tensors of fixed
+// shapes for hours: expandable segments (each pool grows one mapping instead of caching fixed blocks, so
+// that a 4K stream's ~65 GiB do not fragment into ~80 GiB reserved), unless PYTORCH_CUDA_ALLOC_CONF is set,
+// which is then left as the user wrote it. Process-wide (like cuDNN's benchmark flag); Model::load calls it
+// for a CUDA device. Returns the settings in effect and where they came from, for the log.
+std::string configure_cuda_allocator();
 
 // Which stage 3 a model has: Tiny (TCDecoder.ckpt) or Full (Wan2.1_VAE.pth).
 enum class Variant { Tiny, Full };

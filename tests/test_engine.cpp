@@ -7,8 +7,10 @@
 
 #include <gtest/gtest.h>
 
+#include <c10/core/AllocatorConfig.h>
 #include <c10/core/InferenceMode.h>
 
+#include <cstdlib>
 #include <map>
 #include <tuple>
 #include <vector>
@@ -137,6 +139,25 @@ TEST(Engine, AutoDeviceAndPrecisionFollowWhatTheProcessHas) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     }
   }
+}
+
+// The allocator default is a process-wide LibTorch setting: checked through LibTorch's own accessors (not
+// through what configure_cuda_allocator returns), and the user's PYTORCH_CUDA_ALLOC_CONF always wins.
+TEST(Engine, AllocatorDefaultsToExpandableSegmentsUnlessTheUserConfiguredIt) {
+  using c10::CachingAllocator::AcceleratorAllocatorConfig;
+  const char* before = std::getenv("PYTORCH_CUDA_ALLOC_CONF");
+  const std::string saved = before ? before : "";
+  setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:False", 1);
+  c10::CachingAllocator::setAllocatorSettings("expandable_segments:False");
+  const std::string user = flashvsr::configure_cuda_allocator();
+  EXPECT_FALSE(AcceleratorAllocatorConfig::use_expandable_segments()) << user;
+  EXPECT_NE(user.find("expandable_segments:False"), std::string::npos) << user;
+  unsetenv("PYTORCH_CUDA_ALLOC_CONF");
+  const std::string ours = flashvsr::configure_cuda_allocator();
+  EXPECT_TRUE(AcceleratorAllocatorConfig::use_expandable_segments()) << ours;
+  EXPECT_EQ(c10::CachingAllocator::getAllocatorSettings(), "expandable_segments:True");
+  if (before) setenv("PYTORCH_CUDA_ALLOC_CONF", saved.c_str(), 1);
+  c10::CachingAllocator::setAllocatorSettings(before ? saved : std::string("expandable_segments:False"));
 }
 
 TEST(Engine, OutputDoesNotDependOnHowFramesArePushed) {

@@ -9,6 +9,7 @@
 #include "tiling.h"
 #include "model_maker.h"
 
+#include <c10/core/AllocatorConfig.h>
 #include <c10/core/CachingDeviceAllocator.h>
 #if FLASHVSR_CUDA_KERNELS
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -345,7 +346,7 @@ RunResult run_config(const std::shared_ptr<const Model>& model, const cli::Args&
     << stream.attention().backend_reason << "\",\"decoder_fused_epilogues\":"
     << (model->decoder().fused_epilogues ? "true" : "false") << ",\"decoder_group\":" << so.decoder_group
     << ",\"cudnn_benchmark\":" << (at::globalContext().benchmarkCuDNN() ? "true" : "false")
-    << ",\"memory_fraction\":" << args.num("memory-fraction", 1.0)
+    << ",\"memory_fraction\":" << args.num("memory-fraction", 1.0) << ",\"cuda_allocator\":" << Json(device.is_cuda() ? c10::CachingAllocator::getAllocatorSettings() : std::string()).dump()
     << ",\"frames\":" << n
     << ",\"frames_out\":" << produced
     << ",\"load_s\":" << load_s << ",\"steady_fps\":" << 8.0 / steady << ",\"steady_chunk_ms\":" << steady * 1e3
