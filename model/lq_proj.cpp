@@ -42,6 +42,16 @@ at::Tensor rms_norm_silu(const at::Tensor& x, const at::Tensor& gamma) {
 
 at::Tensor last_frames(const at::Tensor& x) { return x.narrow(2, x.size(2) - kCacheFrames, kCacheFrames).clone(); }
 
+// cache := x's last kCacheFrames frames, written into the stream's buffer once it exists (fixed addresses
+// from the second clip on, as a CUDA graph replays them); a new buffer only at the start or a new geometry.
+void keep_last_frames(at::Tensor& cache, const at::Tensor& x) {
+  const at::Tensor last = x.narrow(2, x.size(2) - kCacheFrames, kCacheFrames);
+  if (cache.defined() && cache.sizes() == last.sizes() && cache.dtype() == last.dtype() && cache.device() == last.device())
+    cache.copy_(last);
+  else
+    cache = last.clone();
+}
+
 }  // namespace
 
 LqVersion parse_lq_version(const std::string& text) {
@@ -105,23 +115,26 @@ std::vector<at::Tensor> lq_project(const LqProjWeights& w, LqVersion version, Lq
   at::Tensor x = first ? at::cat({clip.expand({1, 3, 3, clip.size(3), clip.size(4)}), clip}, 2) : clip;
   at::Tensor u = pixel_unshuffle_3d(x, w.config.unshuffle);
 
-  // conv1 sees 6 frames: 2 of temporal context + 4 -> 2 frames.
+  // conv1 sees 6 frames: 2 of temporal context + 4 -> 2 frames. The caches are read (into the
+  // concatenation) before they are overwritten with this clip's last frames.
   at::Tensor context1;
   if (version == LqVersion::V1_0) {
     context1 = last_frames(u);
   } else {
     context1 = first ? u.narrow(2, 0, 1).expand({-1, -1, kCacheFrames, -1, -1}) : state.conv1_cache;
   }
-  state.conv1_cache = last_frames(u);
-  at::Tensor y = rms_norm_silu(causal_conv(at::cat({context1, u}, 2), w.conv1_w, w.conv1_b), w.norm1_gamma);
+  const at::Tensor in1 = at::cat({context1, u}, 2);  // [1, 768, 6, h, w]
+  keep_last_frames(state.conv1_cache, u);
+  at::Tensor y = rms_norm_silu(causal_conv(in1, w.conv1_w, w.conv1_b), w.norm1_gamma);
 
   // conv2 sees 4 frames: 2 of context + 2 -> 1 frame.
-  at::Tensor context2 = version == LqVersion::V1_0 ? last_frames(y) : state.conv2_cache;
-  state.conv2_cache = last_frames(y);
+  at::Tensor in2;  // [1, h1, 4, h, w]; not needed for the first clip
+  if (!first) in2 = at::cat({version == LqVersion::V1_0 ? last_frames(y) : state.conv2_cache, y}, 2);
+  keep_last_frames(state.conv2_cache, y);
   ++state.clips;
   if (first) return {};
 
-  at::Tensor z = rms_norm_silu(causal_conv(at::cat({context2, y}, 2), w.conv2_w, w.conv2_b), w.norm2_gamma);
+  at::Tensor z = rms_norm_silu(causal_conv(in2, w.conv2_w, w.conv2_b), w.norm2_gamma);
   // z: [1, h2, 1, h, w] -> tokens [1, h*w, h2]
   at::Tensor tokens = z.flatten(2).transpose(1, 2);
   std::vector<at::Tensor> out;

@@ -54,9 +54,14 @@ at::Tensor mem_block(const DecoderWeights::MemBlock& m, bool fused, at::Tensor& 
   } else {
     y = conv3x3_relu(false, at::cat({x, shifted.defined() ? shifted : at::zeros_like(x)}, 1), m.w0, m.b0);
   }
-  // The last frame's input is the next frame's past; x is never written in place, so a whole one-frame x is
-  // kept as it is (a narrowed one is copied so as not to hold the group's memory).
-  past = T == 1 ? x : x.narrow(0, T - 1, 1).clone();
+  // The last frame's input is the next frame's past (read above, overwritten only now): written into the
+  // stream's buffer once it exists, so that its address stays fixed from the second group on (as a CUDA
+  // graph replays it); a new buffer only at the stream start or for a new geometry.
+  const at::Tensor last = x.narrow(0, T - 1, 1);
+  if (past.defined() && past.sizes() == last.sizes() && past.dtype() == last.dtype() && past.device() == last.device())
+    past.copy_(last);
+  else
+    past = last.clone();
   y = conv3x3_relu(fused, y, m.w1, m.b1);
   return conv3x3_add_relu(fused, y, m.w2, m.b2, x);
 }

@@ -97,6 +97,24 @@ TEST(LqProjV11, StreamingEqualsOneCausalConvolutionOverTheWholeStream) {
   }
 }
 
+// A CUDA graph of a steady chunk replays fixed addresses: the caches keep their storage from the second clip on.
+TEST(LqProj, CachesKeepTheirStorageFromTheSecondClipOn) {
+  c10::InferenceMode guard;
+  auto w = small_weights();
+  auto v = video(1 + 4 * 3);
+  for (LqVersion version : {LqVersion::V1_0, LqVersion::V1_1}) {
+    LqProjState s;
+    lq_project(w, version, s, v.narrow(2, 0, 1));
+    const void* c1 = s.conv1_cache.data_ptr();
+    const void* c2 = s.conv2_cache.data_ptr();
+    for (int c = 0; c < 3; ++c) {
+      lq_project(w, version, s, v.narrow(2, 1 + 4 * c, 4));
+      EXPECT_EQ(s.conv1_cache.data_ptr(), c1) << "clip " << c + 1;
+      EXPECT_EQ(s.conv2_cache.data_ptr(), c2) << "clip " << c + 1;
+    }
+  }
+}
+
 TEST(LqProjV10, EachClipSeesOnlyItself) {
   c10::InferenceMode guard;
   auto w = small_weights();

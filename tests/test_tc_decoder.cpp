@@ -107,6 +107,21 @@ TEST(TcDecoder, ChunkByChunkDecodingEqualsTheSpecsWholeClipDecoder) {
   expect_matches_whole_clip(decode_chunk(weights(), whole, lat, cond, /*group=*/10), expected);
 }
 
+// A CUDA graph of a steady chunk replays fixed addresses: every MemBlock's memory keeps its storage once the
+// stream has started (the whole-clip comparison above proves the values).
+TEST(TcDecoder, MemoryKeepsItsStorageAcrossChunks) {
+  c10::InferenceMode guard;
+  DecoderState s;
+  decode_chunk(weights(), s, test::seeded_randn({1, 16, 6, 4, 4}, 1), test::seeded_randn({1, 3, 21, 32, 32}, 2).tanh());
+  std::vector<const void*> first;
+  for (const auto& p : s.past) first.push_back(p.data_ptr());
+  for (int chunk = 1; chunk < 3; ++chunk) {
+    decode_chunk(weights(), s, test::seeded_randn({1, 16, 2, 4, 4}, 10 + chunk),
+                 test::seeded_randn({1, 3, 8, 32, 32}, 20 + chunk).tanh(), /*group=*/chunk);
+    for (size_t i = 0; i < s.past.size(); ++i) EXPECT_EQ(s.past[i].data_ptr(), first[i]) << "block " << i << ", chunk " << chunk;
+  }
+}
+
 TEST(TcDecoder, EveryGroupSizeEqualsTheSpecsWholeClipDecoder) {
   c10::InferenceMode guard;
   auto lat = test::seeded_randn({1, 16, 6, 4, 4}, 7);
