@@ -266,6 +266,8 @@ void StreamState::reset() {
   lq_frames.clear();
   lq_ahead.clear();
   noise_generator.reset();
+  noise = at::Tensor();
+  rope = RopeTable();
   finished = false;
 }
 
@@ -456,7 +458,12 @@ at::Tensor Stream::noise(int64_t first, int64_t count) {
     n = at::randn(shape, *state_.noise_generator, at::TensorOptions().dtype(at::kFloat));
     if (model_->device().is_cuda()) n = n.pin_memory();
   }
-  return n.to(model_->device(), model_->dtype(), /*non_blocking=*/true);
+  at::Tensor& d = state_.noise;
+  if (d.defined() && d.sizes() == n.sizes())
+    d.copy_(n, /*non_blocking=*/true);  // pinned source: queued on the stream, no host wait
+  else
+    d = n.to(model_->device(), model_->dtype(), /*non_blocking=*/true, /*copy=*/true);  // never the source's storage
+  return d;
 }
 
 at::Tensor Stream::run_chunk(const ChunkPlan& plan) {
@@ -481,8 +488,8 @@ at::Tensor Stream::run_chunk(const ChunkPlan& plan) {
   // Stage 2: one denoising step.
   mark(Stage::Dit, true);
   auto latents = noise(plan.latents.begin, plan.latents.size());
-  auto rope = rope_->table(plan.latents.begin, plan.latents.size());
-  auto pred = dit_forward(m.dit(), m.dit_constants(), state_.dit, latents, lq_tokens, rope, attention_);
+  rope_->write_table(plan.latents.begin, plan.latents.size(), state_.rope);
+  auto pred = dit_forward(m.dit(), m.dit_constants(), state_.dit, latents, lq_tokens, state_.rope, attention_);
   auto denoised = latents - pred;
   mark(Stage::Dit, false);
 
@@ -501,7 +508,7 @@ at::Tensor Stream::run_chunk(const ChunkPlan& plan) {
   auto hq = crop(decoded);
   if (observer_) {
     observer_(c, "lq_latents", lq_tokens.empty() ? at::Tensor() : lq_tokens[0]);
-    observer_(c, "latents_in", latents);
+    observer_(c, "latents_in", latents.clone());  // the next chunk rewrites the noise buffer
     observer_(c, "noise_pred", pred);
     observer_(c, "latents", denoised);
     observer_(c, "decoded", hq);

@@ -181,6 +181,10 @@ struct StreamState {
   // frames take ~0.8 s to arrive at 30 fps, and its output waits for its 7 clips' projection otherwise.
   std::vector<std::vector<at::Tensor>> lq_ahead;
   std::optional<at::Generator> noise_generator;
+  // The running chunk's noise [1, 16, f, h, w] (compute dtype, on the device) and RoPE rows, rewritten in
+  // place from one chunk to the next of the same size (fixed addresses, as a CUDA graph replays them).
+  at::Tensor noise;
+  RopeTable rope;
   bool finished = false;
 
   void reset();

@@ -53,6 +53,17 @@ RopeTable Rope::table(int64_t first_frame, int64_t frames) const {
   return t;
 }
 
+void Rope::write_table(int64_t first_frame, int64_t frames, RopeTable& into) const {
+  RopeTable t = table(first_frame, frames);
+  if (!into.cos.defined() || into.cos.sizes() != t.cos.sizes() || into.cos.device() != t.cos.device()) {
+    into = std::move(t);
+    return;
+  }
+  into.cos.copy_(t.cos);
+  into.sin.copy_(t.sin);
+  into.rot.copy_(t.rot);
+}
+
 at::Tensor apply_rope(const at::Tensor& x, const RopeTable& t) {
   const auto L = x.size(0), heads = x.size(1), d = x.size(2);
   auto xc = at::view_as_complex(x.to(at::kFloat).contiguous().view({L, heads, d / 2, 2}));

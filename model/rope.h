@@ -24,6 +24,9 @@ class Rope {
   Rope(int64_t head_dim, int64_t h, int64_t w, at::Device device);
   // Table for latent frames at temporal positions first_frame .. first_frame + frames - 1.
   RopeTable table(int64_t first_frame, int64_t frames) const;
+  // The same table written into `into`, whose tensors are reused when they have the rows for `frames` (else
+  // allocated): fixed addresses from one steady chunk to the next, as a CUDA graph replays them.
+  void write_table(int64_t first_frame, int64_t frames, RopeTable& into) const;
 
  private:
   int64_t head_dim_, h_, w_;

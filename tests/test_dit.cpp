@@ -36,6 +36,27 @@ TEST(Rope, TableHoldsTemporalThenRowThenColumnAngles) {
   EXPECT_NEAR(t.cos[tok][0][22 + 22].item<float>(), std::cos(4.0 / std::pow(10000.0, 2.0 / 42)), 1e-6);
 }
 
+// Steady chunks reuse one buffer (fixed addresses for a CUDA graph) and its rows are those of the position.
+TEST(Rope, WrittenTableKeepsItsStorageAndHoldsTheAnglesOfItsPosition) {
+  Rope rope(128, 3, 5, at::kCPU);
+  RopeTable t;
+  rope.write_table(0, 6, t);  // chunk 0: 6 latent frames
+  rope.write_table(6, 2, t);  // the first steady chunk: a buffer of 2 frames' rows
+  const void* cos = t.cos.data_ptr();
+  const void* rot = t.rot.data_ptr();
+  for (int64_t first : {8, 10, 1000}) {
+    rope.write_table(first, 2, t);
+    EXPECT_EQ(t.cos.data_ptr(), cos);
+    EXPECT_EQ(t.rot.data_ptr(), rot);
+    // token (f=1, h=2, w=4), temporal pair 1: the angle of frame first + 1 (as in the test above).
+    const int64_t tok = (1 * 3 + 2) * 5 + 4;
+    const double angle = static_cast<double>(first + 1) / std::pow(10000.0, 2.0 / 44);
+    EXPECT_NEAR(t.cos[tok][0][1].item<float>(), std::cos(angle), 1e-5) << "first frame " << first;
+    EXPECT_NEAR(t.sin[tok][0][1].item<float>(), std::sin(angle), 1e-5) << "first frame " << first;
+    EXPECT_NEAR(at::imag(t.rot)[tok][0][1].item<float>(), std::sin(angle), 1e-5) << "first frame " << first;
+  }
+}
+
 TEST(Rope, DotProductsDependOnlyOnPositionDifferences) {
   c10::InferenceMode guard;
   Rope rope(128, 2, 2, at::kCPU);

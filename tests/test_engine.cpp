@@ -211,6 +211,22 @@ TEST(Engine, ResetMidWindowDropsPendingFrames) {
   EXPECT_EQ(out.size(0), 3);
 }
 
+// The stream keeps its noise in a buffer of its own: what a noise source hands it is read, never written.
+TEST(Engine, NoiseSourceTensorsAreNeverWritten) {
+  c10::InferenceMode guard;
+  Stream s(tiny_model(), small_options());
+  std::vector<at::Tensor> handed, copies;
+  s.set_noise_source([&](int64_t first, int64_t count) {
+    auto n = test::seeded_randn({1, 16, count, s.padded_height() / 8, s.padded_width() / 8}, 100 + first);
+    handed.push_back(n);
+    copies.push_back(n.clone());
+    return n;
+  });
+  run(s, frames(41, 16, 24, 6), 1);  // chunk 0 and two steady chunks
+  ASSERT_GE(handed.size(), 3u);
+  for (size_t i = 0; i < handed.size(); ++i) EXPECT_TRUE(at::equal(handed[i], copies[i])) << "noise of chunk " << i;
+}
+
 TEST(Engine, InterleavedStreamsOnOneModelDoNotShareState) {
   c10::InferenceMode guard;
   auto lr1 = frames(35, 16, 24, 4), lr2 = frames(35, 16, 24, 5);
